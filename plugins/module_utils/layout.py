@@ -1,0 +1,188 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The znode tree of a rollout: the one place that builds a ZooKeeper path.
+
+Every path lives under a configurable root (default ``/dc``). A chroot, if any, is part of the
+connection (``zk_hosts``), so the root is relative to it. Service names and host ids are checked
+here, because they become path segments: a name that could escape its parent (``..``, ``/``)
+is refused before any path is built.
+
+Tree (see docs/architecture.md)::
+
+    <root>/hosts/<host>                         roster entry (persistent)
+    <root>/current/<svc>/<host>                 healthy instance (ephemeral)
+    <root>/staging/<svc>                        release entry (persistent)
+    <root>/staging/<svc>/ready/<host>-<seq>     ready queue member (ephemeral sequential)
+    <root>/staging/<svc>/upgrading/<host>       upgrade slot (persistent)
+    <root>/staging/<svc>/failed/<host>          failure record (persistent)
+    <root>/deploy/<svc>-<seq>                   deploy queue entry (persistent sequential)
+    <root>/rollout                              rollout state (persistent)
+    <root>/locks/<svc>                          lock serialising slot decisions
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_ROOT = "/dc"
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_NAME_RE = re.compile(r"\A" + NAME_PATTERN + r"\Z")
+_SEQUENCE_RE = re.compile(r"\A(?P<name>" + NAME_PATTERN + r")-(?P<seq>[0-9]{10})\Z")
+
+
+class LayoutError(ValueError):
+    """A root, service name or host id that cannot be part of a znode path."""
+
+
+def check_name(kind, name):
+    """Return ``name`` if it is a valid service name or host id, else raise LayoutError.
+
+    ``kind`` ("service", "host") only shapes the message.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise LayoutError(
+            "invalid %s name %r: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit" % (kind, name)
+        )
+    return name
+
+
+def check_root(root):
+    """Return the normalised root path, or raise LayoutError naming what is wrong."""
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise LayoutError("invalid zk_root %r: it must be an absolute path such as /dc" % (root,))
+    stripped = root.rstrip("/")
+    if not stripped:
+        raise LayoutError("invalid zk_root %r: the ZooKeeper root itself cannot hold a rollout; use a path such as /dc" % (root,))
+    for segment in stripped.split("/")[1:]:
+        if not segment or segment in (".", "..") or segment == "zookeeper":
+            raise LayoutError("invalid zk_root %r: segment %r is not allowed" % (root, segment))
+        check_name("zk_root segment", segment)
+    return stripped
+
+
+def split_sequential(node_name):
+    """Split a sequential child name ``<name>-0000000042`` into ``(name, 42)``.
+
+    Returns None for a name that is not of that form (a stray node), so callers can ignore it.
+    """
+    match = _SEQUENCE_RE.match(node_name)
+    if not match:
+        return None
+    return match.group("name"), int(match.group("seq"))
+
+
+class Layout(object):
+    """Builds every path of the tree under one root."""
+
+    def __init__(self, root=DEFAULT_ROOT):
+        self.root = check_root(root)
+
+    def __repr__(self):
+        return "Layout(%r)" % self.root
+
+    def _join(self, *segments):
+        return "/".join((self.root,) + segments)
+
+    # Top-level containers.
+    @property
+    def hosts(self):
+        """Parent of the roster entries."""
+        return self._join("hosts")
+
+    @property
+    def current(self):
+        """Parent of the per-service sets of healthy instances."""
+        return self._join("current")
+
+    @property
+    def staging(self):
+        """Parent of the release entries."""
+        return self._join("staging")
+
+    @property
+    def deploy(self):
+        """The deploy queue."""
+        return self._join("deploy")
+
+    @property
+    def rollout(self):
+        """The rollout state node."""
+        return self._join("rollout")
+
+    @property
+    def locks(self):
+        """Parent of the per-service locks."""
+        return self._join("locks")
+
+    def containers(self):
+        """Every persistent parent that must exist before agents and modules use the tree."""
+        return [self.root, self.hosts, self.current, self.staging, self.deploy, self.locks]
+
+    # Roster and registrations.
+    def host(self, host):
+        """Roster entry of one host."""
+        return self._join("hosts", check_name("host", host))
+
+    def current_service(self, service):
+        """Parent of the healthy instances of one service."""
+        return self._join("current", check_name("service", service))
+
+    def registration(self, service, host):
+        """Ephemeral registration of one healthy instance."""
+        return self._join("current", check_name("service", service), check_name("host", host))
+
+    # Staging: the release entry and its three sub-trees.
+    def release(self, service):
+        """Release entry of one service (its staging node)."""
+        return self._join("staging", check_name("service", service))
+
+    def ready_queue(self, service):
+        """Parent of the ready queue of one service."""
+        return self._join("staging", check_name("service", service), "ready")
+
+    def ready_prefix(self, service, host):
+        """Path prefix for a sequential ready-queue member of one host."""
+        return self._join("staging", check_name("service", service), "ready", check_name("host", host) + "-")
+
+    def slots(self, service):
+        """Parent of the upgrade slots of one service."""
+        return self._join("staging", check_name("service", service), "upgrading")
+
+    def slot(self, service, host):
+        """Upgrade slot held by one host."""
+        return self._join("staging", check_name("service", service), "upgrading", check_name("host", host))
+
+    def failures(self, service):
+        """Parent of the failure records of one service."""
+        return self._join("staging", check_name("service", service), "failed")
+
+    def failure(self, service, host):
+        """Failure record of one host for one service."""
+        return self._join("staging", check_name("service", service), "failed", check_name("host", host))
+
+    def release_children(self, service):
+        """The sub-trees created together with a release entry."""
+        return [self.ready_queue(service), self.slots(service), self.failures(service)]
+
+    # Deploy queue and locks.
+    def deploy_prefix(self, service):
+        """Path prefix for a sequential deploy-queue entry of one service."""
+        return self._join("deploy", check_name("service", service) + "-")
+
+    def deploy_entry(self, node_name):
+        """Full path of an existing deploy-queue child."""
+        if split_sequential(node_name) is None:
+            raise LayoutError("invalid deploy queue entry %r: expected <service>-<10 digits>" % (node_name,))
+        return self._join("deploy", node_name)
+
+    def ready_member(self, service, node_name):
+        """Full path of an existing ready-queue child."""
+        if split_sequential(node_name) is None:
+            raise LayoutError("invalid ready queue entry %r: expected <host>-<10 digits>" % (node_name,))
+        return self._join("staging", check_name("service", service), "ready", node_name)
+
+    def lock(self, service):
+        """Lock that serialises slot decisions for one service."""
+        return self._join("locks", check_name("service", service))

@@ -1,0 +1,468 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Payloads of the rollout tree: parse, validate and serialise the JSON of every znode.
+
+Every payload is a JSON object with a ``schema`` field. Parsing is strict: an unknown schema, a
+missing field or a value of the wrong shape raises PayloadError, whose message names the znode
+path (when known), the field and the offending value. Serialisation is canonical (sorted keys,
+no spaces), so two equal payloads are equal bytes and writers can compare before they write.
+
+Znode data is data, never code: versions, URLs and checksums are validated here so that the
+agent can use them as file names and download sources, and nothing here is ever executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import MISSING, dataclass, field, fields
+
+from .layout import LayoutError, check_name
+
+SCHEMA = 1
+
+VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
+_VERSION_RE = re.compile(r"\A" + VERSION_PATTERN + r"\Z")
+_SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+_PERCENT_RE = re.compile(r"\A([0-9]{1,3})%\Z")
+_ROLLOUT_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
+URL_SCHEMES = ("http", "https", "file")
+ON_FAILURE = ("halt", "rollback")
+ROLLOUT_STATES = ("running", "paused", "aborted", "failed", "done")
+ACTIVE_ROLLOUT_STATES = ("running", "paused")
+FAILURE_STAGES = ("download", "verify", "unpack", "stop", "start", "health", "rollback")
+
+
+class PayloadError(ValueError):
+    """A payload or spec value that does not validate.
+
+    ``path`` is the znode (or spec location), ``field`` the offending field, ``value`` its value.
+    """
+
+    def __init__(self, message, path=None, field_name=None, value=None):
+        self.path = path
+        self.field = field_name
+        self.value = value
+        prefix = "%s: " % path if path else ""
+        super(PayloadError, self).__init__(prefix + message)
+
+
+# Field validators. Each takes (value, where) and returns the normalised value or raises.
+def _fail(where, field_name, value, expectation):
+    path, prefix = where
+    raise PayloadError(
+        "field '%s%s' has %s; %s" % (prefix, field_name, json.dumps(value, default=repr), expectation),
+        path,
+        prefix + field_name,
+        value,
+    )
+
+
+def validate_version(value, where=(None, ""), field_name="version"):
+    """A version string usable as a directory name: ``[A-Za-z0-9][A-Za-z0-9._+-]*``, 64 chars max."""
+    if not isinstance(value, str) or not _VERSION_RE.match(value):
+        _fail(where, field_name, value, "expected a version such as 2.0.0 (letters, digits, '.', '_', '+', '-')")
+    return value
+
+
+def validate_sha256(value, where=(None, ""), field_name="sha256"):
+    """A sha256 checksum: exactly 64 hex digits (upper case is normalised to lower case)."""
+    normalised = value.lower() if isinstance(value, str) else value
+    if not isinstance(normalised, str) or not _SHA256_RE.match(normalised):
+        _fail(where, field_name, value, "expected 64 hexadecimal digits (the output of sha256sum)")
+    return normalised
+
+
+def validate_url(value, where=(None, ""), field_name="url"):
+    """An artifact URL with an allowed scheme (http, https, file) and a location."""
+    if not isinstance(value, str) or "://" not in value:
+        _fail(where, field_name, value, "expected a URL such as https://artifacts.example/app-2.0.0.tar.gz")
+    scheme, rest = value.split("://", 1)
+    if scheme.lower() not in URL_SCHEMES:
+        _fail(where, field_name, value, "the scheme must be one of %s" % ", ".join(URL_SCHEMES))
+    if not rest or any(c.isspace() or ord(c) < 32 for c in value):
+        _fail(where, field_name, value, "expected a URL with a host or path and no spaces")
+    if scheme.lower() == "file" and not rest.startswith("/"):
+        _fail(where, field_name, value, "a file URL needs an absolute path, such as file:///srv/app-2.0.0.tar.gz")
+    return value
+
+
+def validate_quorum(value, where=(None, ""), field_name="quorum"):
+    """A quorum: a non-negative integer, or a percentage string from "0%" to "100%"."""
+    if isinstance(value, bool):
+        _fail(where, field_name, value, "expected an integer >= 0 or a percentage such as \"66%\"")
+    if isinstance(value, int):
+        if value < 0:
+            _fail(where, field_name, value, "a quorum cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _PERCENT_RE.match(value.strip())
+        if match and int(match.group(1)) <= 100:
+            return "%d%%" % int(match.group(1))
+        if value.strip().isdigit():
+            return int(value.strip())
+    _fail(where, field_name, value, "expected an integer >= 0 or a percentage from \"0%\" to \"100%\"")
+
+
+def validate_positive_int(value, where=(None, ""), field_name="max_parallel"):
+    """An integer >= 1 (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(where, field_name, value, "expected an integer >= 1")
+    return value
+
+
+def validate_choice(choices):
+    """Validator for one of a fixed set of strings."""
+
+    def validate(value, where=(None, ""), field_name="value"):
+        if value not in choices:
+            _fail(where, field_name, value, "expected one of %s" % ", ".join(choices))
+        return value
+
+    return validate
+
+
+def validate_name(kind):
+    """Validator for a service name or host id (a path segment)."""
+
+    def validate(value, where=(None, ""), field_name="name"):
+        try:
+            return check_name(kind, value)
+        except LayoutError as exc:
+            _fail(where, field_name, value, str(exc).split(": ", 1)[1])
+
+    return validate
+
+
+def validate_names(kind):
+    """Validator for a list of distinct service names or host ids."""
+    validate_one = validate_name(kind)
+
+    def validate(value, where=(None, ""), field_name="names"):
+        if not isinstance(value, (list, tuple)):
+            _fail(where, field_name, value, "expected a list of %s names" % kind)
+        names = [validate_one(item, where, "%s[%d]" % (field_name, i)) for i, item in enumerate(value)]
+        if len(set(names)) != len(names):
+            _fail(where, field_name, value, "the list names a %s twice" % kind)
+        return names
+
+    return validate
+
+
+def validate_rollout_id(value, where=(None, ""), field_name="id"):
+    """A rollout id: letters, digits and ``._:+-``, up to 128 characters."""
+    if not isinstance(value, str) or not _ROLLOUT_ID_RE.match(value):
+        _fail(where, field_name, value, "expected an id such as 2026-11-22.1 (letters, digits, '.', '_', ':', '+', '-')")
+    return value
+
+
+def validate_timestamp(value, where=(None, ""), field_name="since"):
+    """Seconds since the epoch, as a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        _fail(where, field_name, value, "expected seconds since the epoch")
+    return float(value)
+
+
+def validate_optional(validator):
+    """Validator that also accepts None."""
+
+    def validate(value, where=(None, ""), field_name="value"):
+        return None if value is None else validator(value, where, field_name)
+
+    return validate
+
+
+def validate_text(max_length):
+    """Validator for free text shown to humans (reasons, owners); bounded, printable."""
+
+    def validate(value, where=(None, ""), field_name="text"):
+        if not isinstance(value, str) or len(value) > max_length:
+            _fail(where, field_name, value, "expected a string of at most %d characters" % max_length)
+        return value
+
+    return validate
+
+
+def validate_bool(value, where=(None, ""), field_name="flag"):
+    """A JSON boolean."""
+    if not isinstance(value, bool):
+        _fail(where, field_name, value, "expected true or false")
+    return value
+
+
+# Payload classes. Each dataclass field carries its validator and whether it may be omitted.
+def _field(validator, default=field, json_name=None):
+    metadata = {"validator": validator, "json_name": json_name}
+    if default is field:
+        return field(metadata=metadata)
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class Payload(object):
+    """Base of every znode payload: strict parsing and canonical serialisation."""
+
+    kind = "payload"
+
+    @classmethod
+    def from_dict(cls, raw, path=None, prefix=""):
+        """Validate a decoded JSON object and build the payload; errors name path and field."""
+        where = (path, prefix)
+        if not isinstance(raw, dict):
+            raise PayloadError("expected a JSON object for a %s, got %s" % (cls.kind, json.dumps(raw, default=repr)), path)
+        if "schema" in raw or not prefix:
+            schema = raw.get("schema")
+            if schema != SCHEMA:
+                _fail(where, "schema", schema, "this collection reads schema %d; upgrade zkrollout.dc on this side" % SCHEMA)
+        values = {}
+        known = {"schema"}
+        for spec in fields(cls):
+            json_name = spec.metadata.get("json_name") or spec.name
+            known.add(json_name)
+            if json_name in raw:
+                values[spec.name] = spec.metadata["validator"](raw[json_name], where, json_name)
+            elif not _has_default(spec):
+                raise PayloadError("field '%s%s' is missing; a %s requires it" % (prefix, json_name, cls.kind), path, prefix + json_name)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            _fail(where, unknown[0], raw[unknown[0]], "unknown field for a %s" % cls.kind)
+        return cls._check(cls(**values), where)
+
+    @classmethod
+    def _check(cls, payload, where):
+        """Cross-field checks; subclasses override."""
+        return payload
+
+    @classmethod
+    def from_bytes(cls, data, path=None):
+        """Parse znode bytes; malformed JSON is a PayloadError naming the path."""
+        if not data:
+            raise PayloadError("the znode is empty, expected a %s" % cls.kind, path)
+        try:
+            raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError("malformed JSON for a %s (%s); rewrite or delete the znode" % (cls.kind, exc), path)
+        return cls.from_dict(raw, path)
+
+    def to_dict(self):
+        """The JSON object, with the schema version."""
+        raw = {"schema": SCHEMA}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            raw[spec.metadata.get("json_name") or spec.name] = value.to_dict() if isinstance(value, Payload) else value
+        return raw
+
+    def to_bytes(self):
+        """Canonical JSON bytes: sorted keys, no spaces."""
+        return canonical_json(self.to_dict())
+
+
+def _has_default(spec):
+    return spec.default is not MISSING or spec.default_factory is not MISSING
+
+
+def canonical_json(value):
+    """Canonical JSON bytes of any JSON value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _nested(payload_cls):
+    def validate(value, where=(None, ""), field_name="value"):
+        return payload_cls.from_dict(value, where[0], where[1] + field_name + ".")
+
+    return validate
+
+
+@dataclass(frozen=True)
+class Artifact(Payload):
+    """Where to download a version and its mandatory sha256."""
+
+    kind = "artifact"
+    url: str = _field(validate_url)
+    sha256: str = _field(validate_sha256)
+
+    def to_dict(self):
+        return {"url": self.url, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ReleaseEntry(Payload):
+    """``staging/<svc>``: the target of one service in a rollout."""
+
+    kind = "release entry"
+    rollout: str = _field(validate_rollout_id)
+    service: str = _field(validate_name("service"))
+    version: str = _field(validate_version)
+    artifact: Artifact = _field(_nested(Artifact))
+    quorum: object = _field(validate_quorum)
+    max_parallel: int = _field(validate_positive_int, 1)
+    on_failure: str = _field(validate_choice(ON_FAILURE), "halt")
+    depends_on: list = _field(validate_names("service"), [])
+
+    @classmethod
+    def _check(cls, payload, where):
+        if payload.service in payload.depends_on:
+            _fail(where, "depends_on", payload.depends_on, "service %s cannot depend on itself" % payload.service)
+        return payload
+
+
+@dataclass(frozen=True)
+class DeployEntry(Payload):
+    """``deploy/<svc>-<seq>``: one service in the deploy order."""
+
+    kind = "deploy queue entry"
+    service: str = _field(validate_name("service"))
+    depends_on: list = _field(validate_names("service"), [])
+
+
+@dataclass(frozen=True)
+class RolloutState(Payload):
+    """``rollout``: the state of the whole rollout."""
+
+    kind = "rollout state"
+    id: str = _field(validate_rollout_id)
+    state: str = _field(validate_choice(ROLLOUT_STATES))
+    spec_hash: str = _field(validate_sha256)
+    services: list = _field(validate_names("service"))
+    parallel: bool = _field(validate_bool, False)
+    created: float = _field(validate_timestamp, 0.0)
+    updated: float = _field(validate_timestamp, 0.0)
+    by: str = _field(validate_text(256), "")
+    reason: str = _field(validate_text(1024), "")
+
+    @property
+    def active(self):
+        """True while agents may still take slots or finish upgrades."""
+        return self.state in ACTIVE_ROLLOUT_STATES
+
+
+@dataclass(frozen=True)
+class Registration(Payload):
+    """``current/<svc>/<host>``: a healthy instance and its version."""
+
+    kind = "registration"
+    version: str = _field(validate_version)
+    since: float = _field(validate_timestamp)
+    agent: str = _field(validate_text(64), "")
+
+
+@dataclass(frozen=True)
+class RosterEntry(Payload):
+    """``hosts/<host>``: which services a host runs."""
+
+    kind = "roster entry"
+    services: list = _field(validate_names("service"))
+    since: float = _field(validate_timestamp, 0.0)
+    agent: str = _field(validate_text(64), "")
+
+
+@dataclass(frozen=True)
+class Slot(Payload):
+    """``staging/<svc>/upgrading/<host>``: an upgrade slot.
+
+    ``owner`` says who took it (``agent`` or ``controller:<id>``); ``deadline`` (epoch seconds,
+    optional) is when a controller-held slot may be considered abandoned.
+    """
+
+    kind = "upgrade slot"
+    to_version: str = _field(validate_version, json_name="to")
+    since: float = _field(validate_timestamp)
+    from_version: str = _field(validate_optional(validate_version), None, json_name="from")
+    owner: str = _field(validate_text(256), "agent")
+    session: str = _field(validate_optional(validate_text(32)), None)
+    deadline: float = _field(validate_optional(validate_timestamp), None)
+
+
+@dataclass(frozen=True)
+class Failure(Payload):
+    """``staging/<svc>/failed/<host>``: why the upgrade failed on that host."""
+
+    kind = "failure record"
+    version: str = _field(validate_version)
+    stage: str = _field(validate_choice(FAILURE_STAGES))
+    reason: str = _field(validate_text(1024))
+    at: float = _field(validate_timestamp)
+    rolled_back_to: str = _field(validate_optional(validate_version), None)
+
+
+# The release spec: what a user writes (zkrollout_release), before it becomes payloads.
+@dataclass(frozen=True)
+class ServiceSpec(Payload):
+    """One service of a release spec."""
+
+    kind = "service spec"
+    name: str = _field(validate_name("service"))
+    version: str = _field(validate_version)
+    artifact: Artifact = _field(_nested(Artifact))
+    quorum: object = _field(validate_quorum)
+    max_parallel: int = _field(validate_positive_int, 1)
+    on_failure: str = _field(validate_choice(ON_FAILURE), "halt")
+    depends_on: list = _field(validate_names("service"), [])
+
+    def release_entry(self, rollout_id):
+        """The ``staging/<svc>`` payload of this service in rollout ``rollout_id``."""
+        return ReleaseEntry(
+            rollout=rollout_id,
+            service=self.name,
+            version=self.version,
+            artifact=self.artifact,
+            quorum=self.quorum,
+            max_parallel=self.max_parallel,
+            on_failure=self.on_failure,
+            depends_on=list(self.depends_on),
+        )
+
+
+@dataclass(frozen=True)
+class ReleaseSpec(object):
+    """A whole release as the user declares it (``zkrollout_release``)."""
+
+    services: tuple
+    id: str = None
+    parallel: bool = False
+
+    @classmethod
+    def from_dict(cls, raw, where="zkrollout_release"):
+        """Validate a user's release; errors name the service and the field."""
+        if not isinstance(raw, dict):
+            raise PayloadError("expected a mapping with a 'services' list", where)
+        unknown = sorted(set(raw) - {"id", "parallel", "services"})
+        if unknown:
+            raise PayloadError("unknown key '%s'; expected id, parallel and services" % unknown[0], where, unknown[0])
+        rollout_id = validate_optional(validate_rollout_id)(raw.get("id"), (where, ""), "id")
+        parallel = validate_bool(raw.get("parallel", False), (where, ""), "parallel")
+        services = raw.get("services")
+        if not isinstance(services, list) or not services:
+            raise PayloadError("'services' must be a non-empty list of services", where, "services", services)
+        parsed = []
+        seen = set()
+        for index, service in enumerate(services):
+            name = service.get("name") if isinstance(service, dict) else None
+            label = "%s.services[%d]%s" % (where, index, " (%s)" % name if isinstance(name, str) else "")
+            spec = _parse_service(service, label)
+            if spec.name in seen:
+                raise PayloadError("service %s is declared twice; merge the two entries" % spec.name, label, "name", spec.name)
+            seen.add(spec.name)
+            parsed.append(spec)
+        return cls(services=tuple(parsed), id=rollout_id, parallel=parallel)
+
+    def service(self, name):
+        """The spec of one service by name."""
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def spec_hash(self):
+        """sha256 of the canonical spec without its id: the same release always hashes the same."""
+        body = {"parallel": self.parallel, "services": [dict(s.to_dict(), schema=None) for s in self.services]}
+        return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def _parse_service(raw, label):
+    if not isinstance(raw, dict):
+        raise PayloadError("expected a mapping with name, version, artifact and quorum", label)
+    return ServiceSpec.from_dict(dict(raw, schema=SCHEMA), label, "")

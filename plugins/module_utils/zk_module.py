@@ -1,0 +1,75 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private Ansible adapter of the shared core: the connection argument spec and session.
+
+The only module_utils file that imports Ansible. Every module builds its argument spec with
+``zk_argument_spec()`` (documented by the ``zkrollout.dc.zookeeper`` doc fragment) and opens
+ZooKeeper with ``zk_session(module)``, which turns connection errors into ``fail_json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+from .layout import Layout, LayoutError
+from .zkclient import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect
+
+
+def zk_argument_spec():
+    """Argument spec of the ZooKeeper connection options shared by every module."""
+    return dict(
+        zk_hosts=dict(type="str", default="127.0.0.1:2181", fallback=(env_fallback, ["ZKROLLOUT_ZK_HOSTS"])),
+        zk_root=dict(type="str", default="/dc", fallback=(env_fallback, ["ZKROLLOUT_ZK_ROOT"])),
+        zk_timeout=dict(type="float", default=10.0),
+        zk_session_timeout=dict(type="float", default=10.0),
+        zk_retries=dict(type="int", default=3),
+        zk_tls=dict(type="bool", default=False),
+        zk_ca=dict(type="path"),
+        zk_certfile=dict(type="path"),
+        zk_keyfile=dict(type="path"),
+        zk_keyfile_password=dict(type="str", no_log=True),
+        zk_verify_certs=dict(type="bool", default=True),
+        zk_check_hostname=dict(type="bool", default=False),
+        zk_digest=dict(type="str", no_log=True, fallback=(env_fallback, ["ZKROLLOUT_ZK_DIGEST"])),
+        zk_sasl=dict(type="dict", no_log=True),
+        zk_acl=dict(type="list", elements="str", default=[], no_log=True),
+    )
+
+
+def connection_options(module):
+    """ConnectionOptions from the module's parameters; fails the module on bad values."""
+    try:
+        return ConnectionOptions.from_mapping(module.params)
+    except ZkConnectionError as exc:
+        module.fail_json(msg=str(exc))
+
+
+@contextlib.contextmanager
+def zk_session(module):
+    """``with zk_session(module) as (client, layout):`` a connected client and the tree layout.
+
+    Fails the module with one clear message when kazoo is missing, the options are invalid or
+    ZooKeeper cannot be reached; always disconnects.
+    """
+    if KAZOO_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("kazoo"), exception="".join(traceback.format_exception_only(type(KAZOO_IMPORT_ERROR), KAZOO_IMPORT_ERROR)))
+    options = connection_options(module)
+    try:
+        layout = Layout(options.root)
+    except LayoutError as exc:
+        module.fail_json(msg=str(exc))
+    quiet = logging.getLogger("zkrollout.kazoo")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    try:
+        client = connect(options, logger=quiet)
+    except ZkConnectionError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        yield client, layout
+    finally:
+        disconnect(client)

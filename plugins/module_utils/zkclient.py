@@ -1,0 +1,267 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ZooKeeper client factory shared by modules, controller plugins and the agent.
+
+``ConnectionOptions`` is the one description of a connection (hosts, chroot, timeouts, bounded
+retries, TLS, digest/SASL auth, default ACLs); ``connect()`` turns it into a started kazoo
+client or raises ZkConnectionError with one sentence naming the hosts and the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import socket
+from dataclasses import dataclass, field
+
+from .layout import DEFAULT_ROOT, check_root
+
+try:
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import KazooException
+    from kazoo.handlers.threading import KazooTimeoutError
+    from kazoo.retry import KazooRetry
+    from kazoo.security import make_acl, make_digest_acl
+
+    KAZOO_IMPORT_ERROR = None
+except ImportError as exc:  # reported by require_kazoo() where a client is actually needed
+    KAZOO_IMPORT_ERROR = exc
+
+DEFAULT_HOSTS = "127.0.0.1:2181"
+ACL_PERMISSIONS = {"r": "read", "w": "write", "c": "create", "d": "delete", "a": "admin"}
+_HOST_RE = re.compile(r"\A(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})\Z")
+
+
+class ZkConnectionError(Exception):
+    """ZooKeeper could not be reached or the options are unusable; the message says what to do."""
+
+
+def require_kazoo():
+    """Raise ZkConnectionError if the kazoo library is missing."""
+    if KAZOO_IMPORT_ERROR is not None:
+        raise ZkConnectionError(
+            "the kazoo Python library is required on this host (%s); install it with "
+            "'pip install kazoo'" % KAZOO_IMPORT_ERROR
+        )
+
+
+def parse_hosts(hosts):
+    """Split a connection string into ``([(host, port), ...], chroot)``.
+
+    Accepts ``h1:2181,h2:2181/chroot`` or a list of ``host:port`` strings; IPv6 in brackets.
+    """
+    if isinstance(hosts, (list, tuple)):
+        hosts = ",".join(str(h).strip() for h in hosts)
+    if not isinstance(hosts, str) or not hosts.strip():
+        raise ZkConnectionError("zk_hosts is empty; give a comma-separated host:port list such as 127.0.0.1:2181")
+    servers, chroot = hosts.strip(), None
+    slash = servers.find("/")
+    if slash >= 0:
+        servers, chroot = servers[:slash], servers[slash:]
+        try:
+            chroot = check_root(chroot)
+        except ValueError as exc:
+            raise ZkConnectionError("invalid chroot in zk_hosts %r: %s" % (hosts, exc))
+    parsed = []
+    for item in servers.split(","):
+        match = _HOST_RE.match(item.strip())
+        if not match or not 0 < int(match.group("port")) < 65536:
+            raise ZkConnectionError(
+                "invalid ZooKeeper address %r in zk_hosts %r; expected host:port, for example "
+                "127.0.0.1:2181 or [::1]:2181" % (item.strip(), hosts)
+            )
+        parsed.append((match.group("v6") or match.group("name"), int(match.group("port"))))
+    return parsed, chroot
+
+
+def parse_acl(entry):
+    """Parse ``scheme:id:perms`` (``world:anyone:r``, ``digest:user:password:cdrwa``, ``ip:10.0.0.1:r``).
+
+    For ``digest`` the id is ``user:password`` and is hashed here, so no cleartext reaches the
+    server. Returns a kazoo ACL.
+    """
+    require_kazoo()
+    parts = entry.split(":") if isinstance(entry, str) else []
+    if len(parts) < 3 or not parts[-1] or any(p not in ACL_PERMISSIONS for p in parts[-1]):
+        raise ZkConnectionError(
+            "invalid ACL %r; expected scheme:id:perms with perms from 'rwcda', for example "
+            "world:anyone:r or digest:deployer:secret:cdrwa" % (entry,)
+        )
+    scheme, ident, perms = parts[0], ":".join(parts[1:-1]), parts[-1]
+    flags = {ACL_PERMISSIONS[p]: True for p in perms}
+    if scheme == "digest":
+        if ident.count(":") != 1:
+            raise ZkConnectionError("invalid digest ACL %r; expected digest:user:password:perms" % (entry,))
+        user, password = ident.split(":")
+        return make_digest_acl(user, password, **flags)
+    return make_acl(scheme, ident, **flags)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions(object):
+    """Everything needed to open a ZooKeeper session.
+
+    ``timeout`` bounds connecting; ``session_timeout`` is negotiated with the server;
+    ``retries``/``retry_deadline`` bound every retried command; ``connection_retries`` of -1
+    reconnects forever (the agent), a positive number gives up (modules).
+    """
+
+    hosts: str = DEFAULT_HOSTS
+    root: str = DEFAULT_ROOT
+    timeout: float = 10.0
+    session_timeout: float = 10.0
+    retries: int = 3
+    retry_deadline: float = 10.0
+    connection_retries: int = 3
+    tls: bool = False
+    ca: str = None
+    certfile: str = None
+    keyfile: str = None
+    keyfile_password: str = None
+    verify_certs: bool = True
+    check_hostname: bool = False
+    digest: str = None
+    sasl: dict = None
+    acl: tuple = field(default_factory=tuple)
+    read_only: bool = False
+
+    def __post_init__(self):
+        parse_hosts(self.hosts)
+        try:
+            object.__setattr__(self, "root", check_root(self.root))
+        except ValueError as exc:
+            raise ZkConnectionError(str(exc))
+        for name in ("timeout", "session_timeout", "retry_deadline"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ZkConnectionError("zk_%s must be a positive number of seconds, got %r" % (name, value))
+        if self.digest is not None and (not isinstance(self.digest, str) or ":" not in self.digest):
+            raise ZkConnectionError("zk_digest must be 'user:password'")
+        if self.check_hostname and not self.verify_certs:
+            raise ZkConnectionError("zk_check_hostname needs zk_verify_certs: a host name cannot be checked on an unverified certificate")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ZkConnectionError("zk_certfile and zk_keyfile go together: give both for a client certificate, or neither")
+        if self.sasl is not None and not (isinstance(self.sasl, dict) and self.sasl.get("mechanism")):
+            raise ZkConnectionError("zk_sasl must be a mapping with at least 'mechanism' (and 'username', 'password')")
+        object.__setattr__(self, "acl", tuple(self.acl or ()))
+
+    @classmethod
+    def from_mapping(cls, values, prefix="zk_"):
+        """Build options from ``{prefix + name: value}`` (module params, play vars, agent config).
+
+        Missing or None values keep their defaults; unknown keys are ignored.
+        """
+        kwargs = {}
+        for name in cls.__dataclass_fields__:
+            value = values.get(prefix + name)
+            if value is not None:
+                kwargs[name] = tuple(value) if name == "acl" else value
+        return cls(**kwargs)
+
+    @property
+    def servers(self):
+        """The ``(host, port)`` pairs to connect to."""
+        return parse_hosts(self.hosts)[0]
+
+    @property
+    def chroot(self):
+        """The chroot in the hosts string, or None."""
+        return parse_hosts(self.hosts)[1]
+
+    def describe(self):
+        """Hosts string for messages (no credentials)."""
+        return self.hosts + (" (TLS)" if self.tls else "")
+
+
+def _retry(tries, deadline):
+    return KazooRetry(max_tries=tries, delay=0.1, backoff=2, max_delay=2.0, deadline=deadline, ignore_expire=False)
+
+
+def build_client(options, logger=None):
+    """A configured, not yet started kazoo client for ``options``."""
+    require_kazoo()
+    auth_data = []
+    if options.digest:
+        auth_data.append(("digest", options.digest))
+    kwargs = dict(
+        hosts=options.hosts,
+        timeout=options.session_timeout,
+        connection_retry=_retry(options.connection_retries, None),
+        command_retry=_retry(options.retries, options.retry_deadline),
+        auth_data=auth_data or None,
+        default_acl=[parse_acl(entry) for entry in options.acl] or None,
+        read_only=options.read_only or None,
+        logger=logger,
+    )
+    if options.sasl:
+        kwargs["sasl_options"] = dict(options.sasl)
+    if options.tls:
+        kwargs.update(
+            use_ssl=True,
+            ca=options.ca,
+            certfile=options.certfile,
+            keyfile=options.keyfile,
+            keyfile_password=options.keyfile_password,
+            verify_certs=options.verify_certs,
+            check_hostname=options.check_hostname,
+        )
+    return KazooClient(**kwargs)
+
+
+def probe_servers(servers, timeout):
+    """Say, per server, why a TCP connection fails (or that it succeeds); for error messages."""
+    causes = []
+    for host, port in servers:
+        try:
+            with contextlib.closing(socket.create_connection((host, port), timeout=timeout)):
+                causes.append("%s:%d accepts TCP connections but no session was established "
+                              "(wrong TLS or SASL settings, or not a ZooKeeper port?)" % (host, port))
+        except socket.timeout:
+            causes.append("%s:%d did not answer within %.1fs" % (host, port, timeout))
+        except socket.gaierror as exc:
+            causes.append("%s does not resolve (%s)" % (host, exc.strerror))
+        except OSError as exc:
+            reason = "refused the connection" if exc.errno == errno.ECONNREFUSED else (exc.strerror or str(exc))
+            causes.append("%s:%d %s" % (host, port, reason))
+    return causes
+
+
+def connect(options, logger=None):
+    """Start a kazoo client for ``options`` within ``options.timeout`` seconds.
+
+    Returns the started client. On failure the client is stopped and ZkConnectionError names
+    the hosts and the cause.
+    """
+    client = build_client(options, logger)
+    try:
+        client.start(timeout=options.timeout)
+    except (KazooTimeoutError, KazooException, OSError) as exc:
+        with contextlib.suppress(Exception):
+            client.stop()
+            client.close()
+        causes = probe_servers(options.servers, min(options.timeout, 2.0))
+        raise ZkConnectionError(
+            "cannot connect to ZooKeeper at %s within %.1fs: %s; check zk_hosts and that ZooKeeper "
+            "is running and reachable from this host (%s)"
+            % (options.describe(), options.timeout, "; ".join(causes), exc.__class__.__name__)
+        )
+    return client
+
+
+def disconnect(client):
+    """Stop and close a client; safe to call on a client that already lost its connection."""
+    with contextlib.suppress(Exception):
+        client.stop()
+    with contextlib.suppress(Exception):
+        client.close()
+
+
+@contextlib.contextmanager
+def session(options, logger=None):
+    """``with session(options) as client:`` connect, yield, always disconnect."""
+    client = connect(options, logger)
+    try:
+        yield client
+    finally:
+        disconnect(client)
