@@ -1,0 +1,217 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A consistent-enough read of the whole rollout tree, as immutable values.
+
+``read_snapshot(client, layout)`` reads every node of the tree with pipelined asynchronous
+requests (one round trip per level, not one per node) and returns a ``Snapshot``. Malformed
+payloads do not abort the read: each becomes a ``problems`` entry naming the path, so
+monitoring still shows everything else. Deciding code (status, seeding, the agent) works on
+snapshots only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .layout import LayoutError, split_sequential
+from .model import DeployEntry, Failure, PayloadError, Registration, ReleaseEntry, RolloutState, RosterEntry, Slot
+
+try:
+    from kazoo.exceptions import NoNodeError
+except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
+    NoNodeError = LookupError
+
+
+@dataclass(frozen=True)
+class QueueMember(object):
+    """A sequential child (ready queue or deploy queue): its node name, owner name and sequence."""
+
+    node: str
+    name: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class ServiceState(object):
+    """Everything the tree says about one service."""
+
+    name: str
+    release: ReleaseEntry = None
+    release_version: int = -1
+    registrations: dict = field(default_factory=dict)
+    ready_queue: tuple = ()
+    slots: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+
+    @property
+    def ready_hosts(self):
+        """Hosts in the ready queue, first come first; a host appears once (its oldest entry)."""
+        seen = []
+        for member in self.ready_queue:
+            if member.name not in seen:
+                seen.append(member.name)
+        return seen
+
+
+@dataclass(frozen=True)
+class Snapshot(object):
+    """The rollout tree at one moment."""
+
+    rollout: RolloutState = None
+    rollout_version: int = -1
+    deploy_queue: tuple = ()
+    deploy_entries: dict = field(default_factory=dict)
+    roster: dict = field(default_factory=dict)
+    services: dict = field(default_factory=dict)
+    problems: tuple = ()
+    exists: bool = True
+
+    def service(self, name):
+        """The ServiceState of ``name`` (empty if the tree knows nothing of it)."""
+        return self.services.get(name) or ServiceState(name=name)
+
+    def roster_of(self, service):
+        """Sorted hosts whose roster entry lists ``service``."""
+        return sorted(host for host, entry in self.roster.items() if service in entry.services)
+
+    def roster_sizes(self):
+        """Number of roster hosts per service."""
+        sizes = {}
+        for entry in self.roster.values():
+            for service in entry.services:
+                sizes[service] = sizes.get(service, 0) + 1
+        return sizes
+
+    @property
+    def queued_services(self):
+        """Services in the deploy queue, head first."""
+        return [member.name for member in self.deploy_queue]
+
+    @property
+    def slots_held(self):
+        """``[(service, host, Slot)]`` for every held upgrade slot."""
+        return [(name, host, slot) for name, state in sorted(self.services.items()) for host, slot in sorted(state.slots.items())]
+
+
+class _Reader(object):
+    """Pipelined reads that collect payload problems instead of raising."""
+
+    def __init__(self, client):
+        self.client = client
+        self.problems = []
+
+    def children(self, paths):
+        """``{path: sorted children}``; a missing node has no children."""
+        pending = [(path, self.client.get_children_async(path)) for path in paths]
+        result = {}
+        for path, async_result in pending:
+            try:
+                result[path] = sorted(async_result.get())
+            except NoNodeError:
+                result[path] = []
+        return result
+
+    def payloads(self, paths, payload_cls):
+        """``{path: (payload, znode version)}`` for the nodes that exist.
+
+        A node whose data does not parse maps to ``(None, version)`` and adds a problem.
+        """
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        result = {}
+        for path, async_result in pending:
+            try:
+                data, stat = async_result.get()
+            except NoNodeError:
+                continue
+            try:
+                result[path] = (payload_cls.from_bytes(data, path), stat.version)
+            except PayloadError as exc:
+                self.problems.append(str(exc))
+                result[path] = (None, stat.version)
+        return result
+
+
+def _by_leaf(payloads):
+    """``{last path segment: payload}`` of the nodes that parsed."""
+    return {path.rsplit("/", 1)[1]: payload for path, (payload, _) in payloads.items() if payload is not None}
+
+
+def _named_children(layout_fn, names, problems, kind):
+    """Keep children whose names are valid ids; report the others."""
+    kept = []
+    for name in names:
+        try:
+            layout_fn(name)
+            kept.append(name)
+        except LayoutError:
+            problems.append("ignored %s node %r: not a valid name" % (kind, name))
+    return kept
+
+
+def read_snapshot(client, layout):
+    """Read the whole tree under ``layout.root`` into a Snapshot."""
+    reader = _Reader(client)
+    if client.exists(layout.root) is None:
+        return Snapshot(exists=False)
+    top = reader.children([layout.hosts, layout.current, layout.staging, layout.deploy])
+    problems = reader.problems
+    hosts = _named_children(layout.host, top[layout.hosts], problems, "roster")
+    current_services = _named_children(layout.current_service, top[layout.current], problems, "current")
+    staged_services = _named_children(layout.release, top[layout.staging], problems, "staging")
+
+    roster = _by_leaf(reader.payloads([layout.host(h) for h in hosts], RosterEntry))
+    rollout_read = reader.payloads([layout.rollout], RolloutState).get(layout.rollout, (None, -1))
+
+    deploy_queue = []
+    for node in top[layout.deploy]:
+        parsed = split_sequential(node)
+        if parsed is None:
+            problems.append("ignored deploy queue node %s/%s: expected <service>-<10 digits>" % (layout.deploy, node))
+        else:
+            deploy_queue.append(QueueMember(node=node, name=parsed[0], sequence=parsed[1]))
+    deploy_queue.sort(key=lambda member: member.sequence)
+    deploy_entries = _by_leaf(reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry))
+
+    registrations_paths = reader.children([layout.current_service(s) for s in current_services])
+    releases = reader.payloads([layout.release(s) for s in staged_services], ReleaseEntry)
+    sub_paths = [p for s in staged_services for p in layout.release_children(s)]
+    sub_children = reader.children(sub_paths)
+
+    services = {}
+    for name in sorted(set(current_services) | set(staged_services)):
+        registered_hosts = _named_children(layout.host, registrations_paths.get(layout.current_service(name), []), problems, "registration")
+        registrations = reader.payloads([layout.registration(name, h) for h in registered_hosts], Registration)
+        ready = []
+        if name in staged_services:
+            for node in sub_children[layout.ready_queue(name)]:
+                parsed = split_sequential(node)
+                if parsed is None:
+                    problems.append("ignored ready queue node %s/%s: expected <host>-<10 digits>" % (layout.ready_queue(name), node))
+                else:
+                    ready.append(QueueMember(node=node, name=parsed[0], sequence=parsed[1]))
+        ready.sort(key=lambda member: member.sequence)
+        slot_hosts = _named_children(layout.host, sub_children.get(layout.slots(name), []) if name in staged_services else [], problems, "slot")
+        failed_hosts = _named_children(layout.host, sub_children.get(layout.failures(name), []) if name in staged_services else [], problems, "failure")
+        slots = reader.payloads([layout.slot(name, h) for h in slot_hosts], Slot)
+        failures = reader.payloads([layout.failure(name, h) for h in failed_hosts], Failure)
+        release, release_version = releases.get(layout.release(name), (None, -1))
+        services[name] = ServiceState(
+            name=name,
+            release=release,
+            release_version=release_version,
+            registrations=_by_leaf(registrations),
+            ready_queue=tuple(ready),
+            # A slot whose payload is malformed still marks its host as down for quorum purposes.
+            slots={path.rsplit("/", 1)[1]: payload for path, (payload, _) in slots.items()},
+            failures=_by_leaf(failures),
+        )
+
+    return Snapshot(
+        rollout=rollout_read[0],
+        rollout_version=rollout_read[1],
+        deploy_queue=tuple(deploy_queue),
+        deploy_entries=deploy_entries,
+        roster=roster,
+        services=services,
+        problems=tuple(problems),
+    )

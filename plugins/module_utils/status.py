@@ -1,0 +1,204 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a snapshot means for people: per-host state, per-service verdicts, rollout progress.
+
+Pure functions over a ``Snapshot``. ``rollout_report`` is what ``rollout_info`` returns and
+what ``status.yml`` renders; ``verdict`` answers the seed's "ready to roll?" with a reason.
+"""
+
+from __future__ import annotations
+
+from .plan import resolve_quorum, upgrade_budget
+
+TERMINAL_STATES = ("done", "failed", "aborted")
+
+
+def service_hosts(snapshot, name):
+    """Every host that runs ``name``: its roster hosts plus any host registered for it."""
+    return sorted(set(snapshot.roster_of(name)) | set(snapshot.service(name).registrations))
+
+
+def resolved_quorum(snapshot, name):
+    """The release's quorum for ``name`` resolved against its hosts (at least 1), or None."""
+    release = snapshot.service(name).release
+    if release is None:
+        return None
+    return max(1, resolve_quorum(release.quorum, len(service_hosts(snapshot, name))))
+
+
+def healthy_hosts(snapshot, name):
+    """Hosts registered for ``name`` that hold no upgrade slot: the ones quorum counts."""
+    state = snapshot.service(name)
+    return sorted(set(state.registrations) - set(state.slots))
+
+
+def service_complete(snapshot, name):
+    """True when the release target of ``name`` is reached.
+
+    Every online instance runs the target, at least one is online and no slot is held. Offline
+    hosts do not hold a rollout back: they start the target when they come back.
+    """
+    state = snapshot.service(name)
+    if state.release is None or state.slots or not state.registrations:
+        return False
+    return all(reg.version == state.release.version for reg in state.registrations.values())
+
+
+def dependencies_complete(snapshot, name):
+    """True when every dependency of ``name`` in the release is complete."""
+    release = snapshot.service(name).release
+    return release is not None and all(
+        dep not in snapshot.queued_services or service_complete(snapshot, dep) for dep in release.depends_on
+    )
+
+
+def rollout_services(snapshot):
+    """Services of the current rollout in deploy order (the rollout node's list)."""
+    return list(snapshot.rollout.services) if snapshot.rollout else []
+
+
+def _halting_failures(state):
+    return state.failures if state.release is not None and state.failures else {}
+
+
+def verdict(snapshot, name):
+    """``(word, reason)`` for one service: done, halted, paused, aborted, waiting, blocked, rolling or ready."""
+    state = snapshot.service(name)
+    release = state.release
+    if release is None:
+        return "idle", "%s is not staged in any rollout" % name
+    if service_complete(snapshot, name):
+        return "done", "all %d online hosts run %s" % (len(state.registrations), release.version)
+    failures = _halting_failures(state)
+    if failures:
+        first = sorted(failures)[0]
+        return "halted", "upgrade to %s failed on %s (%s: %s); fix the cause, then retry %s with rollout_control" % (
+            failures[first].version, ", ".join(sorted(failures)), failures[first].stage, failures[first].reason, name)
+    rollout = snapshot.rollout
+    if rollout is not None and rollout.state in ("paused", "aborted"):
+        return rollout.state, "the rollout is %s: no new upgrade slots are taken" % rollout.state
+    queue = snapshot.queued_services
+    if name not in queue:
+        return "waiting", "%s is staged but not in the deploy queue" % name
+    if rollout is not None and rollout.parallel:
+        pending = [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
+        if pending:
+            return "waiting", "dependency %s is not complete" % ", ".join(pending)
+    elif queue[0] != name:
+        return "waiting", "behind %s in the deploy queue" % queue[0]
+    hosts = service_hosts(snapshot, name)
+    healthy = healthy_hosts(snapshot, name)
+    quorum = resolved_quorum(snapshot, name)
+    budget = upgrade_budget(len(healthy), len(state.slots), quorum, release.max_parallel)
+    if budget == 0:
+        if len(state.slots) >= release.max_parallel:
+            return "rolling", "%d of %d slots held (%s)" % (len(state.slots), release.max_parallel, ", ".join(sorted(state.slots)))
+        offline = [h for h in hosts if h not in state.registrations and h not in state.slots]
+        return "blocked", "quorum %d needs %d healthy, %d online%s" % (
+            quorum, quorum + 1, len(healthy), "; host%s %s offline" % ("s" if len(offline) > 1 else "", ", ".join(offline)) if offline else "")
+    waiting = [h for h in state.ready_hosts if h not in state.slots]
+    if not waiting:
+        behind = [h for h, reg in sorted(state.registrations.items()) if reg.version != release.version and h not in state.slots]
+        if state.slots:
+            return "rolling", "%d slot(s) held (%s)" % (len(state.slots), ", ".join(sorted(state.slots)))
+        return "waiting", "no host is ready yet (%s still downloading or verifying %s)" % (", ".join(behind) or "none", release.version)
+    return "ready", "ready to roll: %d slot(s) free (%d healthy, quorum %d); next: %s" % (
+        budget, len(healthy), quorum, ", ".join(waiting[:budget]))
+
+
+def overall_state(snapshot):
+    """``(state, reason)`` of the whole rollout, as a waiter or a dashboard sees it.
+
+    The rollout node's own terminal state wins. A running rollout with a halted service is
+    reported failed; one whose services are all complete is reported done even before the
+    agents have removed the last deploy queue entry.
+    """
+    rollout = snapshot.rollout
+    if rollout is None:
+        return "none", "no rollout in the tree"
+    if rollout.state in TERMINAL_STATES:
+        return rollout.state, rollout.reason or "the rollout is %s" % rollout.state
+    halted = [(name, host, failure) for name in rollout.services for host, failure in sorted(_halting_failures(snapshot.service(name)).items())]
+    if halted:
+        return "failed", "; ".join("%s on %s: %s (%s)" % (name, host, failure.reason, failure.stage) for name, host, failure in halted)
+    if all(service_complete(snapshot, name) for name in rollout.services):
+        return "done", "every service runs its target"
+    return rollout.state, "%d of %d services complete" % (sum(service_complete(snapshot, n) for n in rollout.services), len(rollout.services))
+
+
+def host_report(snapshot):
+    """``{host: {service: {state: online|offline|upgrading, version, target}}}`` for every host."""
+    hosts = set(snapshot.roster)
+    for state in snapshot.services.values():
+        hosts.update(state.registrations)
+    report = {}
+    for host in sorted(hosts):
+        entry = snapshot.roster.get(host)
+        names = set(entry.services if entry else ())
+        names.update(name for name, state in snapshot.services.items() if host in state.registrations)
+        row = {}
+        for name in sorted(names):
+            state = snapshot.service(name)
+            registration = state.registrations.get(host)
+            row[name] = {
+                "state": "upgrading" if host in state.slots else ("online" if registration else "offline"),
+                "version": registration.version if registration else None,
+                "target": state.release.version if state.release else None,
+            }
+        report[host] = row
+    return report
+
+
+def service_report(snapshot, name):
+    """Everything about one service: target, quorum, counts, budget, queue, slots, failures, verdict."""
+    state = snapshot.service(name)
+    release = state.release
+    quorum = resolved_quorum(snapshot, name)
+    healthy = healthy_hosts(snapshot, name)
+    word, reason = verdict(snapshot, name)
+    return {
+        "service": name,
+        "target": release.version if release else None,
+        "quorum": release.quorum if release else None,
+        "quorum_resolved": quorum,
+        "max_parallel": release.max_parallel if release else None,
+        "on_failure": release.on_failure if release else None,
+        "depends_on": list(release.depends_on) if release else [],
+        "hosts": service_hosts(snapshot, name),
+        "online": sorted(state.registrations),
+        "healthy": len(healthy),
+        "on_target": sorted(h for h, reg in state.registrations.items() if release and reg.version == release.version),
+        "budget": upgrade_budget(len(healthy), len(state.slots), quorum, release.max_parallel) if release else 0,
+        "ready_queue": state.ready_hosts,
+        "slots": {
+            host: (slot.to_dict() if slot is not None else {"malformed": True}) for host, slot in sorted(state.slots.items())
+        },
+        "failures": {host: failure.to_dict() for host, failure in sorted(state.failures.items())},
+        "complete": service_complete(snapshot, name),
+        "verdict": word,
+        "reason": reason,
+    }
+
+
+def rollout_report(snapshot):
+    """The whole state: rollout, deploy queue, hosts x services, per-service reports, problems."""
+    state, reason = overall_state(snapshot)
+    services = rollout_services(snapshot) or sorted(snapshot.services)
+    reports = {name: service_report(snapshot, name) for name in sorted(set(services) | set(snapshot.services))}
+    rollout = snapshot.rollout
+    return {
+        "state": state,
+        "reason": reason,
+        "rollout": rollout.to_dict() if rollout else None,
+        "deploy_queue": snapshot.queued_services,
+        "services_in_order": services,
+        "hosts": host_report(snapshot),
+        "services": reports,
+        "progress": {
+            "services_total": len(rollout_services(snapshot)),
+            "services_complete": sum(service_complete(snapshot, n) for n in rollout_services(snapshot)),
+            "instances_total": sum(len(reports[n]["hosts"]) for n in rollout_services(snapshot)),
+            "instances_on_target": sum(len(reports[n]["on_target"]) for n in rollout_services(snapshot)),
+        },
+        "problems": list(snapshot.problems),
+    }

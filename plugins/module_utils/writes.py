@@ -1,0 +1,394 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side writes: seed, cancel, stage, order and steer a rollout.
+
+Each operation is planned as a pure function of a ``Snapshot`` and returns a ``Change``: the
+list of transaction operations plus ``before``/``after`` views for diff output. Planning
+validates everything first, so bad input raises before anything is written. ``apply()``
+commits a change as ONE ZooKeeper transaction with version checks: a rollout is written whole
+or not at all, even if the controller dies, and a concurrent writer makes it fail cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from .model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
+from .plan import PlanError, deploy_order, plan_release
+from .snapshot import read_snapshot
+from .status import rollout_report
+
+try:
+    from kazoo.exceptions import RolledBackError
+except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
+    RolledBackError = LookupError
+
+CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot")
+
+
+class WriteRefused(Exception):
+    """A write that would be unsafe or make no sense now; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Op(object):
+    """One operation of a ZooKeeper transaction."""
+
+    kind: str  # create | delete | set | check
+    path: str
+    data: bytes = b""
+    version: int = -1
+    sequence: bool = False
+
+
+@dataclass(frozen=True)
+class Change(object):
+    """A planned write: its operations and what the tree looks like before and after."""
+
+    ops: tuple = ()
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    message: str = ""
+    warnings: tuple = ()
+    result: dict = field(default_factory=dict)
+
+    @property
+    def changed(self):
+        """True when committing would change the tree."""
+        return bool(self.ops)
+
+    @property
+    def diff(self):
+        """Ansible's ``diff`` value."""
+        return {"before": self.before, "after": self.after}
+
+
+def missing_containers(client, layout):
+    """Persistent parents of the tree that do not exist yet, top-down."""
+    return [path for path in layout.containers() if client.exists(path) is None]
+
+
+def apply(client, change, acl=None):
+    """Commit ``change`` as one transaction; raise WriteRefused naming the node that changed."""
+    if not change.ops:
+        return []
+    transaction = client.transaction()
+    for op in change.ops:
+        if op.kind == "create":
+            transaction.create(op.path, op.data, acl=acl, sequence=op.sequence)
+        elif op.kind == "delete":
+            transaction.delete(op.path, version=op.version)
+        elif op.kind == "set":
+            transaction.set_data(op.path, op.data, version=op.version)
+        else:
+            transaction.check(op.path, op.version)
+    results = transaction.commit()
+    for op, outcome in zip(change.ops, results):
+        if isinstance(outcome, Exception) and not isinstance(outcome, RolledBackError):
+            raise WriteRefused(
+                "nothing was written: %s %s failed with %s (another writer or an agent changed the tree "
+                "meanwhile); run the task again" % (op.kind, op.path, outcome.__class__.__name__)
+            )
+    return results
+
+
+def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempts=3):
+    """Read a fresh snapshot, plan with ``planner(snapshot, missing)`` and commit.
+
+    A transaction that loses a race (an agent joined a ready queue meanwhile) is planned again
+    on a new snapshot, at most ``attempts`` times. Returns the Change that was (or would be) applied.
+    """
+    for attempt in range(attempts):
+        snapshot = read_snapshot(client, layout)
+        change = planner(snapshot, missing_containers(client, layout))
+        if check_mode or not change.changed:
+            return change
+        try:
+            apply(client, change, acl)
+            return change
+        except WriteRefused:
+            if attempt == attempts - 1:
+                raise
+    return change
+
+
+def _ensure_containers(missing):
+    return [Op("create", path) for path in missing]
+
+
+def _delete_release_ops(snapshot, layout, name):
+    """Delete a staged service with its ready queue and failure records; refuse while a slot is held."""
+    state = snapshot.service(name)
+    if state.slots:
+        raise WriteRefused(
+            "service %s: %s hold%s an upgrade slot; abort the rollout with rollout_control and wait for "
+            "in-flight upgrades to finish, or release stale slots with action=release_slot"
+            % (name, ", ".join(sorted(state.slots)), "s" if len(state.slots) == 1 else "")
+        )
+    ops = [Op("delete", layout.ready_member(name, m.node)) for m in state.ready_queue]
+    ops += [Op("delete", layout.failure(name, host)) for host in sorted(state.failures)]
+    ops += [Op("delete", path) for path in reversed(layout.release_children(name))]
+    ops.append(Op("delete", layout.release(name), version=state.release_version))
+    return ops
+
+
+def _create_release_ops(layout, entry):
+    return [Op("create", layout.release(entry.service), entry.to_bytes())] + [
+        Op("create", path) for path in layout.release_children(entry.service)
+    ]
+
+
+def _staged(snapshot):
+    return sorted(name for name, state in snapshot.services.items() if state.release_version >= 0)
+
+
+def _tree_view(snapshot):
+    """The part of the tree a controller writes, for diff output."""
+    return {
+        "rollout": snapshot.rollout.to_dict() if snapshot.rollout else None,
+        "staging": {name: snapshot.service(name).release.to_dict() for name in _staged(snapshot) if snapshot.service(name).release},
+        "deploy": snapshot.queued_services,
+    }
+
+
+def _describe_progress(snapshot):
+    report = rollout_report(snapshot)
+    progress = report["progress"]
+    return "%s: %d of %d services complete, %d of %d instances on target, deploy queue %s" % (
+        report["state"], progress["services_complete"], progress["services_total"],
+        progress["instances_on_target"], progress["instances_total"], report["deploy_queue"] or "empty",
+    )
+
+
+def new_rollout_id(spec_hash, now):
+    """A readable, unique-enough id for a release given without one."""
+    return "%s-%s" % (time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)), spec_hash[:8])
+
+
+def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None):
+    """Plan the seeding of ``spec`` (a ReleaseSpec); see the module ``rollout`` for the rules."""
+    now = time.time() if now is None else now
+    plan = plan_release(spec, snapshot.roster_sizes())
+    current = snapshot.rollout
+    before = _tree_view(snapshot)
+    if current is not None and current.spec_hash == spec.spec_hash and spec.id in (None, current.id) and current.state != "aborted":
+        return Change(before=before, after=before, message="rollout %s already seeded with this release" % current.id,
+                      warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})
+    if current is None and snapshot.rollout_version >= 0 and not force:
+        raise WriteRefused("%s holds malformed data; inspect it with rollout_info, then re-run with force: true to replace it" % layout.rollout)
+    if current is not None and current.active and not force:
+        raise WriteRefused(
+            "rollout %s is %s (%s); wait for it, cancel it with state: absent, or pass force: true to replace it"
+            % (current.id, current.state, _describe_progress(snapshot))
+        )
+    rollout_id = spec.id or new_rollout_id(spec.spec_hash, now)
+    ops = _ensure_containers(missing)
+    for name in _staged(snapshot):
+        ops += _delete_release_ops(snapshot, layout, name)
+    ops += [Op("delete", layout.deploy_entry(member.node)) for member in snapshot.deploy_queue]
+    entries = {service.name: service.release_entry(rollout_id) for service in spec.services}
+    for name in plan.order:
+        ops += _create_release_ops(layout, entries[name])
+    for name in plan.order:
+        entry = DeployEntry(service=name, depends_on=list(entries[name].depends_on))
+        ops.append(Op("create", layout.deploy_prefix(name), entry.to_bytes(), sequence=True))
+    state = RolloutState(
+        id=rollout_id, state="running", spec_hash=spec.spec_hash, services=list(plan.order),
+        parallel=spec.parallel, created=now, updated=now, by=by,
+    )
+    ops.append(_put_rollout(snapshot, layout, state))
+    after = {"rollout": state.to_dict(), "staging": {n: entries[n].to_dict() for n in sorted(entries)}, "deploy": list(plan.order)}
+    return Change(ops=tuple(ops), before=before, after=after, message="seeded rollout %s: %s" % (rollout_id, " -> ".join(plan.order)),
+                  warnings=plan.warnings, result={"rollout_id": rollout_id, "deploy_order": list(plan.order)})
+
+
+def _put_rollout(snapshot, layout, state):
+    if snapshot.rollout_version >= 0:
+        return Op("set", layout.rollout, state.to_bytes(), version=snapshot.rollout_version)
+    return Op("create", layout.rollout, state.to_bytes())
+
+
+def _refuse_if_slots(snapshot, what):
+    held = snapshot.slots_held
+    if held:
+        raise WriteRefused(
+            "cannot %s while hosts hold upgrade slots (%s); abort the rollout with rollout_control, wait "
+            "for in-flight upgrades to finish, or release stale slots with action=release_slot"
+            % (what, ", ".join("%s on %s" % (service, host) for service, host, _ in held))
+        )
+
+
+def plan_cancel(snapshot, layout, missing=None):
+    """Plan removing the whole rollout: staging entries, deploy queue and rollout node."""
+    before = _tree_view(snapshot)
+    staged = _staged(snapshot)
+    if not staged and not snapshot.deploy_queue and snapshot.rollout_version < 0:
+        return Change(before=before, after=before, message="no rollout to cancel")
+    _refuse_if_slots(snapshot, "cancel the rollout")
+    ops = []
+    for name in staged:
+        ops += _delete_release_ops(snapshot, layout, name)
+    ops += [Op("delete", layout.deploy_entry(member.node)) for member in snapshot.deploy_queue]
+    if snapshot.rollout_version >= 0:
+        ops.append(Op("delete", layout.rollout, version=snapshot.rollout_version))
+    rollout_id = snapshot.rollout.id if snapshot.rollout else None
+    return Change(ops=tuple(ops), before=before, after={"rollout": None, "staging": {}, "deploy": []},
+                  message="cancelled rollout %s" % rollout_id, result={"rollout_id": rollout_id})
+
+
+def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=None):
+    """Plan adding or updating one staged service (the seed's first manual step)."""
+    if not isinstance(service_spec, ServiceSpec):
+        raise TypeError("plan_stage expects a ServiceSpec")
+    state = snapshot.service(service_spec.name)
+    rollout_id = rollout_id or (state.release.rollout if state.release else None) or (snapshot.rollout.id if snapshot.rollout else None)
+    rollout_id = rollout_id or new_rollout_id(hashlib.sha256(canonical_json(service_spec.to_dict())).hexdigest(), time.time() if now is None else now)
+    entry = service_spec.release_entry(rollout_id)
+    before = {"staging": {service_spec.name: state.release.to_dict() if state.release else None}}
+    after = {"staging": {service_spec.name: entry.to_dict()}}
+    if state.release == entry:
+        return Change(before=before, after=before, message="service %s already staged" % entry.service, result={"entry": entry.to_dict()})
+    if state.slots:
+        raise WriteRefused("service %s: cannot change its release while %s hold upgrade slots; pause the rollout and wait"
+                           % (entry.service, ", ".join(sorted(state.slots))))
+    ops = _ensure_containers(missing)
+    if state.release_version >= 0:
+        ops.append(Op("set", layout.release(entry.service), entry.to_bytes(), version=state.release_version))
+        ops += [Op("delete", layout.ready_member(entry.service, m.node)) for m in state.ready_queue]
+        ops += [Op("delete", layout.failure(entry.service, host)) for host in sorted(state.failures)]
+    else:
+        ops += _create_release_ops(layout, entry)
+    return Change(ops=tuple(ops), before=before, after=after, message="staged %s %s" % (entry.service, entry.version),
+                  result={"entry": entry.to_dict()})
+
+
+def plan_unstage(snapshot, layout, service):
+    """Plan removing one staged service and its deploy queue entries."""
+    state = snapshot.service(service)
+    before = {"staging": {service: state.release.to_dict() if state.release else None}}
+    if state.release_version < 0:
+        return Change(before=before, after=before, message="service %s is not staged" % service)
+    ops = _delete_release_ops(snapshot, layout, service)
+    ops += [Op("delete", layout.deploy_entry(m.node)) for m in snapshot.deploy_queue if m.name == service]
+    return Change(ops=tuple(ops), before=before, after={"staging": {service: None}}, message="unstaged %s" % service)
+
+
+def plan_deploy_queue(snapshot, layout, missing, services, by="", now=None):
+    """Plan setting the deploy order explicitly (the seed's second manual step) and starting the rollout.
+
+    Every service must be staged, with one rollout id, and listed after its dependencies.
+    """
+    now = time.time() if now is None else now
+    if not services or len(set(services)) != len(services):
+        raise WriteRefused("services must list each staged service once, in deploy order; got %s" % (services,))
+    entries = {}
+    for name in services:
+        entry = snapshot.service(name).release
+        if entry is None:
+            raise WriteRefused("service %s is not staged: stage it with zkrollout.dc.staging first" % name)
+        entries[name] = entry
+    for position, name in enumerate(services):
+        for dep in entries[name].depends_on:
+            if dep not in services:
+                raise PlanError("service %s depends on %s, which is not in the deploy queue; add it before %s" % (name, dep, name))
+            if services.index(dep) > position:
+                raise PlanError("service %s depends on %s, so %s must come before %s in the deploy queue" % (name, dep, dep, name))
+    deploy_order({name: list(entries[name].depends_on) for name in services})
+    ids = sorted(set(entry.rollout for entry in entries.values()))
+    if len(ids) > 1:
+        raise WriteRefused("the staged services belong to different rollouts (%s); stage them again with one rollout_id" % ", ".join(ids))
+    spec = ReleaseSpec(services=tuple(_service_spec(entries[name]) for name in services), id=ids[0])
+    before = {"deploy": snapshot.queued_services, "rollout": snapshot.rollout.to_dict() if snapshot.rollout else None}
+    current = snapshot.rollout
+    if snapshot.queued_services == list(services) and current is not None and current.id == ids[0] and current.services == list(services):
+        return Change(before=before, after=before, message="deploy queue already set", result={"rollout_id": ids[0]})
+    _refuse_if_slots(snapshot, "reorder the deploy queue")
+    ops = _ensure_containers(missing)
+    ops += [Op("delete", layout.deploy_entry(m.node)) for m in snapshot.deploy_queue]
+    for name in services:
+        ops.append(Op("create", layout.deploy_prefix(name), DeployEntry(service=name, depends_on=list(entries[name].depends_on)).to_bytes(), sequence=True))
+    state = RolloutState(id=ids[0], state="running", spec_hash=spec.spec_hash, services=list(services), created=now, updated=now, by=by)
+    ops.append(_put_rollout(snapshot, layout, state))
+    return Change(ops=tuple(ops), before=before, after={"deploy": list(services), "rollout": state.to_dict()},
+                  message="deploy queue set: %s" % " -> ".join(services), result={"rollout_id": ids[0]})
+
+
+def _service_spec(entry):
+    return ServiceSpec(name=entry.service, version=entry.version, artifact=entry.artifact, quorum=entry.quorum,
+                       max_parallel=entry.max_parallel, on_failure=entry.on_failure, depends_on=list(entry.depends_on))
+
+
+_TRANSITIONS = {
+    "pause": (("running",), "paused"),
+    "resume": (("paused",), "running"),
+    "abort": (("running", "paused", "failed"), "aborted"),
+}
+
+
+def plan_control(snapshot, layout, action, service=None, host=None, force=False, reason="", now=None):
+    """Plan pause, resume, abort, retry (a failed service) or release_slot (a stale slot)."""
+    now = time.time() if now is None else now
+    rollout = snapshot.rollout
+    if action not in CONTROL_ACTIONS:
+        raise WriteRefused("unknown action %r; expected one of %s" % (action, ", ".join(CONTROL_ACTIONS)))
+    if action == "release_slot":
+        return _plan_release_slot(snapshot, layout, service, host, force, now)
+    if rollout is None:
+        raise WriteRefused("there is no rollout at %s to %s; seed one with zkrollout.dc.rollout" % (layout.rollout, action))
+    before = {"rollout": rollout.to_dict()}
+    if action == "retry":
+        return _plan_retry(snapshot, layout, service, rollout, before, now)
+    allowed, target = _TRANSITIONS[action]
+    if rollout.state == target:
+        return Change(before=before, after=before, message="rollout %s is already %s" % (rollout.id, target))
+    if rollout.state not in allowed:
+        raise WriteRefused("cannot %s rollout %s: it is %s (%s is possible from %s)" % (action, rollout.id, rollout.state, action, ", ".join(allowed)))
+    state = _with(rollout, state=target, updated=now, reason=reason or "%s by operator" % target)
+    return Change(ops=(Op("set", layout.rollout, state.to_bytes(), version=snapshot.rollout_version),), before=before,
+                  after={"rollout": state.to_dict()}, message="rollout %s %s" % (rollout.id, target))
+
+
+def _with(rollout, **changes):
+    values = rollout.to_dict()
+    values.update(changes)
+    return RolloutState.from_dict(values)
+
+
+def _plan_retry(snapshot, layout, service, rollout, before, now):
+    if not service:
+        raise WriteRefused("action retry needs the service whose failures to clear")
+    state = snapshot.service(service)
+    if state.release is None:
+        raise WriteRefused("service %s is not staged in rollout %s" % (service, rollout.id))
+    ops = [Op("delete", layout.failure(service, host)) for host in sorted(state.failures)]
+    after = dict(before)
+    if rollout.state == "failed":
+        resumed = _with(rollout, state="running", updated=now, reason="retry of %s" % service)
+        ops.append(Op("set", layout.rollout, resumed.to_bytes(), version=snapshot.rollout_version))
+        after = {"rollout": resumed.to_dict()}
+    before = dict(before, failures={service: sorted(state.failures)})
+    after = dict(after, failures={service: []})
+    return Change(ops=tuple(ops), before=before, after=after if ops else before,
+                  message="retrying %s: cleared failures on %s" % (service, ", ".join(sorted(state.failures)) or "no host"))
+
+
+def _plan_release_slot(snapshot, layout, service, host, force, now):
+    if not service or not host:
+        raise WriteRefused("action release_slot needs service and host")
+    state = snapshot.service(service)
+    before = {"slots": {service: sorted(state.slots)}}
+    if host not in state.slots:
+        return Change(before=before, after=before, message="%s holds no slot of %s" % (host, service))
+    slot = state.slots[host]
+    stale = slot is not None and slot.deadline is not None and slot.deadline < now
+    if not (stale or force):
+        owner = slot.owner if slot is not None else "unknown (malformed slot)"
+        raise WriteRefused(
+            "the slot of %s on %s (owner %s) is not past its deadline; releasing it while its owner is "
+            "still upgrading could break the quorum. Check the host, then pass force: true" % (service, host, owner)
+        )
+    return Change(ops=(Op("delete", layout.slot(service, host)),), before=before,
+                  after={"slots": {service: sorted(set(state.slots) - {host})}}, message="released the slot of %s on %s" % (service, host))
+
