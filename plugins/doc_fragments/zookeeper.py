@@ -64,7 +64,7 @@ options:
     type: str
   zk_sasl:
     description:
-      - SASL options passed to kazoo at connect time, for example C({mechanism: DIGEST-MD5, username: u, password: p}).
+      - SASL options passed to kazoo at connect time, for example C(mechanism=DIGEST-MD5), C(username) and C(password).
     type: dict
   zk_acl:
     description:

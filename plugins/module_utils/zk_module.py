@@ -16,7 +16,10 @@ import traceback
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from .layout import Layout, LayoutError
-from .zkclient import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect
+from .model import PayloadError
+from .plan import PlanError
+from .writes import WriteRefused, read_plan_apply
+from .zkclient import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect, parse_acl
 
 
 def zk_argument_spec():
@@ -73,3 +76,23 @@ def zk_session(module):
         yield client, layout
     finally:
         disconnect(client)
+
+
+def run_change(module, planner, result_keys=None):
+    """Plan a write with ``planner(snapshot, layout, missing)``, apply it unless in check mode, exit.
+
+    Validation and refusal errors fail the module with their message and write nothing.
+    """
+    with zk_session(module) as (client, layout):
+        acl = [parse_acl(entry) for entry in module.params["zk_acl"]] or None
+        try:
+            change = read_plan_apply(client, layout, lambda snapshot, missing: planner(snapshot, layout, missing),
+                                     check_mode=module.check_mode, acl=acl)
+        except (PayloadError, PlanError, WriteRefused, LayoutError) as exc:
+            module.fail_json(msg=str(exc))
+    for warning in change.warnings:
+        module.warn(warning)
+    result = dict(changed=change.changed, msg=change.message, **change.result)
+    if module._diff:
+        result["diff"] = change.diff
+    module.exit_json(**result)

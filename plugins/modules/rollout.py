@@ -1,0 +1,130 @@
+#!/usr/bin/python
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollout
+short_description: Seed or cancel a ZooKeeper-coordinated rolling upgrade
+version_added: 0.1.0
+description:
+  - Writes a release (services, versions, artifacts, checksums, quorum, dependencies) into the
+    ZooKeeper rollout tree; the agents on the hosts then upgrade themselves in dependency order,
+    never below each service's quorum.
+  - The staging entries, the deploy queue (topological order of the dependencies) and the
+    rollout state are written in one ZooKeeper transaction, so a rollout is either seeded
+    whole or not at all.
+  - Everything is validated before anything is written; a bad release fails the task and
+    leaves the tree unchanged.
+  - Seeding the same release again reports no change. A different release while one is
+    running is refused unless O(force=true).
+options:
+  release:
+    description:
+      - The release, usually the C(zkrollout_release) variable. Required when O(state=present).
+      - C(id) (optional, generated when absent), C(parallel) (optional; V(true) lets services
+        without a dependency path between them roll at the same time) and C(services), a list of
+        mappings with C(name), C(version), C(artifact) (C(url) with scheme http, https or file,
+        and C(sha256)), C(quorum) (integer, or a percentage string such as V(66%)), and optional
+        C(max_parallel) (default 1), C(on_failure) (V(halt) or V(rollback)) and C(depends_on).
+    type: dict
+  state:
+    description: V(present) seeds the release, V(absent) removes the whole rollout.
+    type: str
+    choices: [present, absent]
+    default: present
+  force:
+    description:
+      - Replace a running or paused rollout with a different release.
+      - Never replaces a rollout while hosts hold upgrade slots.
+    type: bool
+    default: false
+  by:
+    description: Who seeds the rollout, recorded in the rollout state (for example the AWX job id).
+    type: str
+    default: ansible
+extends_documentation_fragment:
+  - zkrollout.dc.zookeeper
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - zkrollout.dc contributors
+"""
+
+EXAMPLES = r"""
+- name: Seed a release; hosts upgrade A, then B
+  zkrollout.dc.rollout:
+    zk_hosts: zk1:2181,zk2:2181,zk3:2181
+    release:
+      id: "2026-11-22.1"
+      services:
+        - name: A
+          version: 2.0.0
+          artifact:
+            url: https://artifacts.example/A-2.0.0.tar.gz
+            sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+          quorum: 2
+        - name: B
+          version: 1.4.0
+          artifact:
+            url: https://artifacts.example/B-1.4.0.tar.gz
+            sha256: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+          quorum: 50%
+          depends_on: [A]
+
+- name: Cancel the rollout
+  zkrollout.dc.rollout:
+    state: absent
+"""
+
+RETURN = r"""
+rollout_id:
+  description: Id of the seeded (or cancelled) rollout.
+  returned: always
+  type: str
+  sample: 2026-11-22.1
+deploy_order:
+  description: The deploy queue, head first.
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [A, B]
+msg:
+  description: What was done.
+  returned: always
+  type: str
+  sample: "seeded rollout 2026-11-22.1: A -> B"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, ReleaseSpec
+from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_cancel, plan_seed
+from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import run_change, zk_argument_spec
+
+
+def main():
+    argument_spec = zk_argument_spec()
+    argument_spec.update(
+        release=dict(type="dict"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        force=dict(type="bool", default=False),
+        by=dict(type="str", default="ansible"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("state", "present", ["release"])])
+    params = module.params
+    if params["state"] == "absent":
+        run_change(module, plan_cancel)
+    try:
+        spec = ReleaseSpec.from_dict(params["release"], "release")
+    except PayloadError as exc:
+        module.fail_json(msg=str(exc))
+    run_change(module, lambda snapshot, layout, missing: plan_seed(snapshot, layout, spec, missing, force=params["force"], by=params["by"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+#!/usr/bin/python
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollout_control
+short_description: Pause, resume, abort or retry a ZooKeeper-coordinated rollout
+version_added: 0.1.0
+description:
+  - Steers a running rollout by changing its state; agents read the state before taking any
+    upgrade slot.
+  - V(pause) and V(abort) stop new upgrades; upgrades in flight finish or roll back.
+    V(resume) continues a paused rollout. V(retry) clears a service's failure records and
+    resumes a failed rollout. V(release_slot) frees the upgrade slot of a host whose owner
+    (usually a controller that died) is past the slot's deadline.
+options:
+  action:
+    description: What to do.
+    type: str
+    required: true
+    choices: [pause, resume, abort, retry, release_slot]
+  service:
+    description: The service, for O(action=retry) and O(action=release_slot).
+    type: str
+  host:
+    description: The host whose slot to release, for O(action=release_slot).
+    type: str
+  force:
+    description:
+      - With O(action=release_slot), release a slot that is not past its deadline (or has none, as
+        agents' slots do). Only do this after checking that the host is not upgrading.
+    type: bool
+    default: false
+  reason:
+    description: Why, recorded in the rollout state.
+    type: str
+    default: ""
+extends_documentation_fragment:
+  - zkrollout.dc.zookeeper
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - zkrollout.dc contributors
+"""
+
+EXAMPLES = r"""
+- name: Pause the rollout during the incident
+  zkrollout.dc.rollout_control:
+    action: pause
+    reason: incident 4711
+
+- name: Retry service B after fixing its release
+  zkrollout.dc.rollout_control:
+    action: retry
+    service: B
+
+- name: Free the slot a dead controller left behind
+  zkrollout.dc.rollout_control:
+    action: release_slot
+    service: B
+    host: web3
+"""
+
+RETURN = r"""
+msg:
+  description: What was done.
+  returned: always
+  type: str
+  sample: rollout 2026-11-22.1 paused
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.writes import CONTROL_ACTIONS, plan_control
+from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import run_change, zk_argument_spec
+
+
+def main():
+    argument_spec = zk_argument_spec()
+    argument_spec.update(
+        action=dict(type="str", required=True, choices=list(CONTROL_ACTIONS)),
+        service=dict(type="str"),
+        host=dict(type="str"),
+        force=dict(type="bool", default=False),
+        reason=dict(type="str", default=""),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("action", "retry", ["service"]), ("action", "release_slot", ["service", "host"])],
+    )
+    params = module.params
+    run_change(module, lambda snapshot, layout, missing: plan_control(
+        snapshot, layout, params["action"], service=params["service"], host=params["host"], force=params["force"], reason=params["reason"]))
+
+
+if __name__ == "__main__":
+    main()
