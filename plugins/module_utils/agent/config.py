@@ -1,0 +1,220 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's local configuration: host id, ZooKeeper connection, state dir and services.
+
+Commands to start, stop and health-check a service come only from this file (written by the
+role on the host). Commands are argv lists, never shell strings; the placeholders
+``{service}``, ``{version}``, ``{version_dir}`` and ``{install_dir}`` are substituted with
+values that the core has validated (a version matches ``[A-Za-z0-9][A-Za-z0-9._+-]*``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..layout import LayoutError, check_name
+from ..model import Artifact, PayloadError, validate_version
+from ..zkclient import ConnectionOptions, ZkConnectionError
+
+DRIVERS = ("exec", "systemd")
+PLACEHOLDERS = ("service", "version", "version_dir", "install_dir")
+
+
+class ConfigError(ValueError):
+    """The agent configuration is unusable; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class HealthCheck(object):
+    """How to tell that an instance is healthy: an HTTP URL or a command, with rise/fall counts."""
+
+    http: str = None
+    command: tuple = ()
+    interval: float = 1.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 2
+    deadline: float = 60.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig(object):
+    """One service this host runs."""
+
+    name: str
+    install_dir: str
+    driver: str = "exec"
+    command: tuple = ()
+    unit: str = None
+    health: HealthCheck = field(default_factory=HealthCheck)
+    stop_timeout: float = 10.0
+    initial_version: str = None
+    initial_artifact: object = None
+    env: dict = field(default_factory=dict)
+
+    def version_dir(self, version):
+        """Where ``version`` is unpacked."""
+        return os.path.join(self.install_dir, "versions", validate_version(version))
+
+    def render(self, template, version):
+        """Substitute the placeholders of one argv element or unit name for ``version``."""
+        return template.format(service=self.name, version=validate_version(version),
+                               version_dir=self.version_dir(version), install_dir=self.install_dir)
+
+
+@dataclass(frozen=True)
+class AgentConfig(object):
+    """The whole agent configuration."""
+
+    host: str
+    state_dir: str
+    zookeeper: ConnectionOptions
+    services: dict
+    loop_wait: float = 1.0
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = None
+    allowed_url_prefixes: tuple = ()
+    download_timeout: float = 60.0
+    path: str = ""
+
+    @property
+    def service_names(self):
+        """Configured services, sorted."""
+        return sorted(self.services)
+
+
+def _require(raw, key, where, kind):
+    if key not in raw:
+        raise ConfigError("%s: '%s' is missing" % (where, key))
+    if not isinstance(raw[key], kind):
+        raise ConfigError("%s: '%s' must be a %s, got %r" % (where, key, getattr(kind, "__name__", kind), raw[key]))
+    return raw[key]
+
+
+def _number(raw, key, default, where, minimum=0.0):
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= minimum:
+        raise ConfigError("%s: '%s' must be a number > %s, got %r" % (where, key, minimum, value))
+    return value
+
+
+def _argv(value, where, key):
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise ConfigError("%s: '%s' must be a non-empty list of strings (argv, no shell)" % (where, key))
+    for item in value:
+        try:
+            item.format(**{name: "x" for name in PLACEHOLDERS})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError("%s: '%s' uses an unknown placeholder in %r (%s); allowed: %s"
+                              % (where, key, item, exc, ", ".join("{%s}" % p for p in PLACEHOLDERS)))
+    return tuple(value)
+
+
+def _health(raw, where):
+    if not isinstance(raw, dict) or ("http" in raw) == ("command" in raw):
+        raise ConfigError("%s: 'health' needs exactly one of 'http' (a URL) or 'command' (argv)" % where)
+    http = raw.get("http")
+    if http is not None and not (isinstance(http, str) and http.startswith(("http://", "https://"))):
+        raise ConfigError("%s: health.http must be an http(s) URL, got %r" % (where, http))
+    return HealthCheck(
+        http=http,
+        command=_argv(raw["command"], where, "health.command") if "command" in raw else (),
+        interval=_number(raw, "interval", 1.0, where),
+        timeout=_number(raw, "timeout", 2.0, where),
+        rise=int(_number(raw, "rise", 2, where)),
+        fall=int(_number(raw, "fall", 2, where)),
+        deadline=_number(raw, "deadline", 60.0, where),
+    )
+
+
+def _service(name, raw, where):
+    where = "%s: service %s" % (where, name)
+    try:
+        check_name("service", name)
+    except LayoutError as exc:
+        raise ConfigError("%s: %s" % (where, exc))
+    if not isinstance(raw, dict):
+        raise ConfigError("%s: expected a mapping" % where)
+    driver = raw.get("driver", "exec")
+    if driver not in DRIVERS:
+        raise ConfigError("%s: driver must be one of %s, got %r" % (where, ", ".join(DRIVERS), driver))
+    install_dir = _require(raw, "install_dir", where, str)
+    if not os.path.isabs(install_dir):
+        raise ConfigError("%s: install_dir must be an absolute path, got %r" % (where, install_dir))
+    command = _argv(raw.get("command"), where, "command") if driver == "exec" else ()
+    unit = _require(raw, "unit", where, str) if driver == "systemd" else None
+    # A fresh host gets its first version like any other: downloaded and verified by the agent.
+    initial = raw.get("initial")
+    initial_version = initial_artifact = None
+    if initial is not None:
+        if not isinstance(initial, dict):
+            raise ConfigError("%s: 'initial' must be a mapping with version, url and sha256" % where)
+        initial_version = validate_version(initial.get("version"), (where, ""), "initial.version")
+        initial_artifact = Artifact.from_dict({"url": initial.get("url"), "sha256": initial.get("sha256")}, where, "initial.")
+    env = raw.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ConfigError("%s: env must map names to strings" % where)
+    return ServiceConfig(name=name, install_dir=install_dir, driver=driver, command=command, unit=unit,
+                         health=_health(raw.get("health"), where), stop_timeout=_number(raw, "stop_timeout", 10.0, where),
+                         initial_version=initial_version, initial_artifact=initial_artifact, env=dict(env))
+
+
+def parse_config(raw, path="agent config"):
+    """Validate a decoded configuration; raise ConfigError naming the file and key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("%s: expected a JSON object" % path)
+    host = _require(raw, "host", path, str)
+    try:
+        check_name("host", host)
+    except LayoutError as exc:
+        raise ConfigError("%s: %s" % (path, exc))
+    zk_raw = dict(_require(raw, "zookeeper", path, dict))
+    loop_wait = _number(raw, "loop_wait", 1.0, path)
+    # Patroni's rule: a loop plus two retried requests must fit in a session, or the session
+    # expires while the loop still believes it owns its ephemeral nodes.
+    session_timeout = zk_raw.get("session_timeout", 10.0)
+    if isinstance(session_timeout, (int, float)) and "retry_deadline" not in zk_raw:
+        zk_raw["retry_deadline"] = max(0.5, (session_timeout - loop_wait) / 2.0)
+    try:
+        # The agent reconnects forever: a host must survive any ZooKeeper outage on its own.
+        zookeeper = ConnectionOptions.from_mapping(dict(zk_raw, connection_retries=-1), prefix="")
+    except (ZkConnectionError, TypeError) as exc:
+        raise ConfigError("%s: zookeeper: %s" % (path, exc))
+    if loop_wait + 2 * zookeeper.retry_deadline > zookeeper.session_timeout:
+        raise ConfigError("%s: loop_wait (%s) + 2 * zookeeper.retry_deadline (%s) must not exceed zookeeper.session_timeout (%s)"
+                          % (path, loop_wait, zookeeper.retry_deadline, zookeeper.session_timeout))
+    services_raw = _require(raw, "services", path, dict)
+    if not services_raw:
+        raise ConfigError("%s: 'services' is empty; list the services this host runs" % path)
+    try:
+        services = {name: _service(name, value, path) for name, value in services_raw.items()}
+    except PayloadError as exc:
+        raise ConfigError(str(exc))
+    metrics = raw.get("metrics") or {}
+    prefixes = raw.get("allowed_url_prefixes", [])
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) and "://" in p for p in prefixes):
+        raise ConfigError("%s: allowed_url_prefixes must be a list of URL prefixes" % path)
+    return AgentConfig(
+        host=host,
+        state_dir=_require(raw, "state_dir", path, str),
+        zookeeper=zookeeper,
+        services=services,
+        loop_wait=loop_wait,
+        metrics_bind=metrics.get("bind", "127.0.0.1"),
+        metrics_port=metrics.get("port"),
+        allowed_url_prefixes=tuple(prefixes),
+        download_timeout=_number(raw, "download_timeout", 60.0, path),
+        path=path,
+    )
+
+
+def load_config(path):
+    """Read and validate the JSON configuration file at ``path``."""
+    try:
+        with open(path) as handle:
+            raw = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("cannot read agent config %s: %s" % (path, exc))
+    return parse_config(raw, path)

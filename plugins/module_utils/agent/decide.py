@@ -1,0 +1,186 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What one agent does next for one service: a pure function of a snapshot and the local view.
+
+``decide(host, snapshot, local, connected)`` returns a ``Decision``: one action and the
+sentence saying why. The runtime performs the action and logs the sentence; ``status`` shows
+it. Only stopping can break a quorum, so every path that leads to a stop (taking a slot)
+requires a CONNECTED session and a snapshot; starting is always allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..plan import slot_verdict, upgrade_budget
+from ..status import healthy_hosts, resolved_quorum, service_complete
+
+WAIT = "wait"
+START = "start"
+REGISTER = "register"
+DEREGISTER = "deregister"
+PREPARE = "prepare"
+JOIN_READY = "join_ready"
+LEAVE_READY = "leave_ready"
+TAKE_SLOT = "take_slot"
+ROLLBACK = "rollback"
+RELEASE_SLOT = "release_slot"
+RESUME = "resume"
+COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class LocalView(object):
+    """What the agent knows locally about one service.
+
+    ``running`` is the version of the running instance (None: not running), ``healthy`` the
+    health verdict after rise/fall, ``prepared`` the verified versions on disk, ``progress``
+    the persisted ServiceProgress.
+    """
+
+    service: str
+    progress: object
+    running: str = None
+    healthy: bool = False
+    prepared: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision(object):
+    """One action, the version it concerns (if any), and why."""
+
+    action: str
+    reason: str
+    version: str = None
+
+
+def _rollout_release(snapshot, service):
+    """The service's release entry if it belongs to the rollout in the tree, else None."""
+    release = snapshot.service(service).release
+    rollout = snapshot.rollout
+    if release is None or rollout is None or rollout.id != release.rollout or service not in rollout.services:
+        return None
+    return release
+
+
+def rollout_stage(snapshot, service):
+    """``finished``, ``rolling`` (may switch now), ``pending`` (waits for others) or None (no rollout).
+
+    Sequential releases roll the head of the deploy queue; ``parallel`` releases roll every
+    queued service whose dependencies are complete.
+    """
+    if _rollout_release(snapshot, service) is None:
+        return None
+    queue = snapshot.queued_services
+    if service not in queue:
+        return "finished"
+    if not snapshot.rollout.parallel:
+        return "rolling" if queue[0] == service else "pending"
+    release = snapshot.service(service).release
+    pending = [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
+    return "pending" if pending else "rolling"
+
+
+def most_popular_version(snapshot, service, candidates):
+    """The version most registered instances of ``service`` run, among ``candidates``; ties go to the lower version string."""
+    counts = {}
+    for registration in snapshot.service(service).registrations.values():
+        if registration.version in candidates:
+            counts[registration.version] = counts.get(registration.version, 0) + 1
+    if not counts:
+        return None
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
+
+
+def start_decision(host, snapshot, local):
+    """What a host whose instance is down starts, and why (the seed's rule).
+
+    (a) the target, if the service's rollout may switch it now or has finished: the instance is
+    down already, so this costs no quorum (it is downloaded first if need be); (b) else the most
+    popular version in ``current``; (c) else the last version this host ran. ``snapshot`` is
+    None while disconnected: then only (c) applies, because starting is always allowed.
+    """
+    if snapshot is not None:
+        release = _rollout_release(snapshot, local.service)
+        stage = rollout_stage(snapshot, local.service)
+        if release is not None and stage in ("rolling", "finished") and host not in snapshot.service(local.service).failures:
+            if release.version in local.prepared:
+                return Decision(START, "start %s: the target of rollout %s (%s)" % (release.version, release.rollout, stage), release.version)
+            return Decision(PREPARE, "download %s, the target of rollout %s, to start it" % (release.version, release.rollout), release.version)
+        popular = most_popular_version(snapshot, local.service, local.prepared)
+        if popular is not None:
+            return Decision(START, "start %s: the most popular version of %s in current" % (popular, local.service), popular)
+    if local.progress.version in local.prepared:
+        return Decision(START, "start %s: the last version this host ran" % local.progress.version, local.progress.version)
+    return Decision(WAIT, "instance down: no usable version of %s on disk" % local.service)
+
+
+def _take_turn(host, snapshot, service, candidates, action, version):
+    """TAKE_SLOT/ROLLBACK if ``host`` is among the first k candidates and the quorum allows, else WAIT."""
+    state = snapshot.service(service)
+    release = state.release
+    quorum = resolved_quorum(snapshot, service)
+    healthy = healthy_hosts(snapshot, service)
+    budget = upgrade_budget(len(healthy), len(state.slots), quorum, release.max_parallel)
+    waiting = [h for h in candidates if h not in state.slots]
+    position = waiting.index(host)
+    if position >= budget:
+        return Decision(WAIT, "waiting: %s is number %d in line for %s, budget %d (%d healthy, quorum %d, %d slots held)"
+                        % (host, position + 1, service, budget, len(healthy), quorum, len(state.slots)))
+    allowed, reason = slot_verdict(service, host, state.registrations, state.slots, quorum, release.max_parallel)
+    return Decision(action if allowed else WAIT, reason, version)
+
+
+def decide(host, snapshot, local, connected):
+    """The next action of ``host`` for ``local.service``; see the module docstring."""
+    service = local.service
+    progress = local.progress
+    if progress.in_switch:
+        return Decision(RESUME, "resume the unfinished %s (step %s) towards %s" % (progress.phase, progress.step or "start", progress.target), progress.target)
+    if local.running is None:
+        return start_decision(host, snapshot if connected else None, local)
+    if not connected or snapshot is None:
+        return Decision(WAIT, "waiting: the ZooKeeper session is not connected; stopping nothing")
+    state = snapshot.service(service)
+    registration = state.registrations.get(host)
+    if not local.healthy:
+        if registration is not None:
+            return Decision(DEREGISTER, "health check of %s %s failing: deregister" % (service, local.running))
+        return Decision(WAIT, "waiting: %s %s is not healthy yet" % (service, local.running))
+    if registration is None or registration.version != local.running:
+        return Decision(REGISTER, "register %s %s as healthy" % (service, local.running), local.running)
+    release = _rollout_release(snapshot, service)
+    if host in state.slots:
+        return Decision(RELEASE_SLOT, "the slot of %s on %s is left from an interrupted run and this agent is idle: release it" % (service, host))
+    if release is None:
+        return Decision(WAIT, "idle: no rollout of %s" % service)
+    rollout = snapshot.rollout
+    target = release.version
+    if local.running == target:
+        if host in state.ready_hosts:
+            return Decision(LEAVE_READY, "%s runs the target %s: leave the ready queue" % (service, target))
+        if state.failures and release.on_failure == "rollback" and rollout.state == "running" and progress.previous in local.prepared:
+            candidates = sorted(h for h, reg in state.registrations.items() if reg.version == target)
+            return _take_turn(host, snapshot, service, candidates, ROLLBACK, progress.previous)
+        if rollout.state == "running" and rollout_stage(snapshot, service) == "rolling" and service_complete(snapshot, service) and not state.failures:
+            return Decision(COMPLETE, "every online instance of %s runs %s and no slot is held: remove it from the deploy queue" % (service, target))
+        return Decision(WAIT, "on target %s %s" % (service, target))
+    if host in state.failures:
+        failure = state.failures[host]
+        return Decision(WAIT, "halted here: %s %s failed at %s (%s); waiting for a retry" % (service, failure.version, failure.stage, failure.reason))
+    if rollout.state not in ("running", "paused"):
+        return Decision(WAIT, "rollout %s is %s: nothing to do for %s" % (rollout.id, rollout.state, service))
+    if target not in local.prepared:
+        return Decision(PREPARE, "download and verify %s %s" % (service, target), target)
+    if host not in state.ready_hosts:
+        return Decision(JOIN_READY, "%s %s is verified and unpacked: join the ready queue" % (service, target), target)
+    if rollout.state == "paused":
+        return Decision(WAIT, "waiting: rollout %s is paused" % rollout.id)
+    if state.failures:
+        return Decision(WAIT, "waiting: %s is halted by the failure on %s" % (service, ", ".join(sorted(state.failures))))
+    stage = rollout_stage(snapshot, service)
+    if stage != "rolling":
+        queue = snapshot.queued_services
+        blocker = queue[0] if not rollout.parallel else ", ".join(d for d in release.depends_on if d in queue)
+        return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, blocker))
+    return _take_turn(host, snapshot, service, state.ready_hosts, TAKE_SLOT, target)

@@ -1,0 +1,128 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Service drivers: start, stop and find the running instance of one service.
+
+``exec`` supervises the process itself (hosts without systemd, such as test hosts): the
+process runs in its own session, so it survives an agent restart and is adopted again
+through the pid in the local state. ``systemd`` runs one unit per version, named by the
+``unit`` template of the local config (for example ``app@{version}.service``).
+Every argv comes from the local config; only validated versions are substituted into it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+
+class DriverError(Exception):
+    """An instance could not be started or stopped; the message names the service and command."""
+
+
+def _process_alive(pid, marker):
+    """True if ``pid`` runs (not a zombie) and its command line contains ``marker``."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return marker.encode() in handle.read()
+    except (OSError, IndexError):
+        return False
+
+
+class ExecDriver(object):
+    """Runs the configured command as a child process in its own session."""
+
+    def __init__(self, config, log_dir):
+        self.config = config
+        self.log_dir = log_dir
+        self._children = {}
+
+    def running_version(self, progress):
+        """The version whose process is alive, per the pid recorded in ``progress``; else None."""
+        if not progress.pid or not progress.version:
+            return None
+        child = self._children.get(progress.pid)
+        if child is not None and child.poll() is not None:
+            del self._children[progress.pid]
+            return None
+        return progress.version if _process_alive(progress.pid, self.config.version_dir(progress.version)) else None
+
+    def start(self, version):
+        """Start ``version``; return its pid."""
+        argv = [self.config.render(item, version) for item in self.config.command]
+        os.makedirs(self.log_dir, exist_ok=True)
+        log_path = os.path.join(self.log_dir, "%s.log" % self.config.name)
+        env = dict(os.environ, **self.config.env)
+        try:
+            with open(log_path, "ab") as log:
+                child = subprocess.Popen(argv, cwd=self.config.version_dir(version), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as exc:
+            raise DriverError("service %s: cannot start %s with %s: %s" % (self.config.name, version, argv, exc))
+        self._children[child.pid] = child
+        return child.pid
+
+    def stop(self, progress):
+        """Stop the instance recorded in ``progress``: SIGTERM, then SIGKILL after ``stop_timeout``."""
+        pid = progress.pid
+        if not pid or self.running_version(progress) is None:
+            return
+        for sig, grace in ((signal.SIGTERM, self.config.stop_timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self.running_version(progress) is None:
+                    self._children.pop(pid, None)
+                    return
+                time.sleep(0.02)
+        raise DriverError("service %s: process %d survived SIGKILL" % (self.config.name, pid))
+
+
+class SystemdDriver(object):
+    """One systemd unit per version, rendered from the ``unit`` template."""
+
+    def __init__(self, config, log_dir=None, systemctl="systemctl"):
+        self.config = config
+        self.systemctl = systemctl
+
+    def _unit(self, version):
+        return self.config.render(self.config.unit, version)
+
+    def _run(self, *args):
+        try:
+            return subprocess.run([self.systemctl] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=self.config.stop_timeout + 30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DriverError("service %s: systemctl %s failed: %s" % (self.config.name, " ".join(args), exc))
+
+    def running_version(self, progress):
+        """The recorded version if its unit is active, else None."""
+        if not progress.version:
+            return None
+        return progress.version if self._run("is-active", "--quiet", self._unit(progress.version)).returncode == 0 else None
+
+    def start(self, version):
+        """Start the unit of ``version``; systemd tracks the process, so no pid is returned."""
+        result = self._run("start", self._unit(version))
+        if result.returncode != 0:
+            raise DriverError("service %s: systemctl start %s failed: %s" % (self.config.name, self._unit(version), result.stdout.decode(errors="replace").strip()))
+        return None
+
+    def stop(self, progress):
+        """Stop the unit of the recorded version."""
+        if progress.version:
+            result = self._run("stop", self._unit(progress.version))
+            if result.returncode != 0:
+                raise DriverError("service %s: systemctl stop %s failed: %s" % (self.config.name, self._unit(progress.version), result.stdout.decode(errors="replace").strip()))
+
+
+def make_driver(config, log_dir):
+    """The driver named by the service's config."""
+    return (ExecDriver if config.driver == "exec" else SystemdDriver)(config, log_dir)

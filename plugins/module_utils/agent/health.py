@@ -1,0 +1,87 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Health checks with rise/fall hysteresis, from the local config only."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from urllib.error import URLError
+from urllib.request import ProxyHandler, build_opener
+
+# Health checks target the host itself: never send them through a proxy from the environment.
+_DIRECT = build_opener(ProxyHandler({}))
+
+
+class HealthTracker(object):
+    """Probes one service and turns single results into a healthy/unhealthy verdict.
+
+    Healthy after ``rise`` consecutive passes, unhealthy after ``fall`` consecutive failures;
+    a new instance starts unhealthy.
+    """
+
+    def __init__(self, service_config):
+        self.config = service_config
+        self.check = service_config.health
+        self.healthy = False
+        self.passes = 0
+        self.failures = 0
+        self.last_result = None
+
+    def reset(self):
+        """Forget the history (a new instance was started)."""
+        self.healthy, self.passes, self.failures = False, 0, 0
+
+    def probe(self, version):
+        """One check of ``version``: True when it passes within the timeout."""
+        check = self.check
+        if check.http:
+            try:
+                with _DIRECT.open(check.http, timeout=check.timeout) as response:
+                    return 200 <= response.status < 300
+            except (URLError, OSError, ValueError):
+                return False
+        argv = [self.config.render(item, version) for item in check.command]
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=check.timeout, check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def observe(self, passed):
+        """Record one result and return the verdict."""
+        self.last_result = passed
+        if passed:
+            self.passes, self.failures = self.passes + 1, 0
+            if self.passes >= self.check.rise:
+                self.healthy = True
+        else:
+            self.passes, self.failures = 0, self.failures + 1
+            if self.failures >= self.check.fall:
+                self.healthy = False
+        return self.healthy
+
+    def update(self, version):
+        """Probe once (nothing to probe when no instance runs) and return the verdict."""
+        if version is None:
+            self.reset()
+            return False
+        return self.observe(self.probe(version))
+
+    def wait_healthy(self, version, is_running, stop=None):
+        """Probe every ``interval`` until ``rise`` consecutive passes or the ``deadline``.
+
+        Returns ``(healthy, reason)``. Gives up early when the process dies or ``stop`` is set.
+        """
+        self.reset()
+        deadline = time.monotonic() + self.check.deadline
+        while time.monotonic() < deadline:
+            if not is_running():
+                return False, "the process of %s %s exited during its health check" % (self.config.name, version)
+            if self.observe(self.probe(version)):
+                return True, "%d consecutive health checks passed" % self.check.rise
+            if stop is not None and stop.is_set():
+                return False, "the agent is stopping"
+            time.sleep(self.check.interval)
+        return False, "no %d consecutive passing health checks within %.0fs" % (self.check.rise, self.check.deadline)

@@ -1,0 +1,431 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's level-triggered loop: read a fresh snapshot, decide, perform one step, log why.
+
+Rules carried over from Patroni and kazoo's issue tracker (docs/architecture.md, "Agent"):
+watch and connection callbacks only set an event; every ZooKeeper call happens on the loop's
+thread; a periodic tick covers lost watches; nothing is stopped unless the session is
+CONNECTED; ephemeral nodes left by an older session of ours are replaced, not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+from ..layout import Layout, split_sequential
+from ..model import Failure, Registration, RolloutState, RosterEntry, Slot
+from ..snapshot import read_snapshot
+from ..zkclient import build_client
+from . import decide as actions
+from .artifacts import ArtifactError, prepare, prepared_versions
+from .decide import LocalView, decide
+from .drivers import DriverError, make_driver
+from .health import HealthTracker
+from .localstate import LocalState
+
+try:
+    from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+    from kazoo.handlers.threading import KazooTimeoutError
+except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
+    KazooException = NodeExistsError = NoNodeError = KazooTimeoutError = LookupError
+
+AGENT_VERSION = "zkrollout-agent/0.1.0"
+LOCK_TIMEOUT = 5.0
+ZK_ERRORS = (KazooException, KazooTimeoutError)
+
+
+class Agent(object):
+    """One host's agent. ``run()`` loops until ``stop()``; ``iteration()`` is one step."""
+
+    def __init__(self, config, logger=None):
+        self.config = config
+        self.host = config.host
+        self.layout = Layout(config.zookeeper.root)
+        self.log = logger or logging.getLogger("zkrollout.agent")
+        self.state = LocalState(os.path.join(config.state_dir, "state.json"))
+        log_dir = os.path.join(config.state_dir, "logs")
+        self.drivers = {name: make_driver(service, log_dir) for name, service in config.services.items()}
+        self.health = {name: HealthTracker(service) for name, service in config.services.items()}
+        self.decisions = {}
+        self.counters = {}
+        self.client = None
+        self.woken = threading.Event()
+        self.stopping = threading.Event()
+        self._roster_written = False
+        self.status = {}
+
+    # Connection: callbacks only signal.
+    def connect(self):
+        """Start the ZooKeeper client in the background; the loop works while it connects."""
+        self.client = build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo"))
+        self.client.add_listener(self._on_connection_state)
+        self.client.start_async()
+
+    def _on_connection_state(self, state):
+        if state != "CONNECTED":
+            self._roster_written = False
+        self.woken.set()
+
+    def _wake(self, _event=None):
+        self.woken.set()
+
+    @property
+    def connected(self):
+        """True only while the session is CONNECTED (not SUSPENDED or LOST)."""
+        return self.client is not None and self.client.state == "CONNECTED"
+
+    def stop(self):
+        """Ask the loop to end after its current step."""
+        self.stopping.set()
+        self.woken.set()
+
+    def close(self):
+        """Close the ZooKeeper session (its ephemeral nodes go with it); running instances stay up."""
+        if self.client is not None:
+            for step in (self.client.stop, self.client.close):
+                try:
+                    step()
+                except ZK_ERRORS:
+                    pass
+
+    # The loop.
+    def run(self, once=False):
+        """Loop until ``stop()``; with ``once``, wait for the session (bounded) and do one iteration."""
+        self.connect()
+        if once:
+            deadline = time.monotonic() + self.config.zookeeper.timeout
+            while not self.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+        try:
+            while not self.stopping.is_set():
+                self.woken.clear()
+                self.iteration()
+                if once:
+                    break
+                self.woken.wait(self.config.loop_wait)
+        finally:
+            self.close()
+
+    def local_view(self, name):
+        """Probe the instance of ``name`` and build its LocalView."""
+        config = self.config.services[name]
+        progress = self.state.get(name)
+        if progress.version is None and config.initial_version:
+            progress = self.state.update(name, version=config.initial_version)
+        running = self.drivers[name].running_version(progress)
+        healthy = self.health[name].update(running)
+        return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config))
+
+    def iteration(self):
+        """Read, decide and perform one step per service."""
+        snapshot = None
+        if self.connected:
+            try:
+                self._ensure_roster()
+                self._arm_watches()
+                snapshot = read_snapshot(self.client, self.layout)
+            except ZK_ERRORS as exc:
+                self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
+        for name in self.config.service_names:
+            self._bootstrap(name)
+            view = self.local_view(name)
+            decision = decide(self.host, snapshot, view, snapshot is not None and self.connected)
+            self._record(name, decision)
+            try:
+                self.perform(name, decision, snapshot)
+            except (ZK_ERRORS + (DriverError, OSError)) as exc:
+                self.log.error("service %s: %s failed: %s: %s", name, decision.action, exc.__class__.__name__, exc)
+        self._write_status()
+
+    def _record(self, name, decision):
+        previous = self.decisions.get(name)
+        self.decisions[name] = (decision, time.time())
+        self.counters[decision.action] = self.counters.get(decision.action, 0) + 1
+        if decision.action != actions.WAIT or previous is None or previous[0] != decision:
+            self.log.info("service %s: %s: %s", name, decision.action, decision.reason)
+
+    def _bootstrap(self, name):
+        """Fetch a fresh host's initial version (verified like any release) when nothing is on disk."""
+        config = self.config.services[name]
+        if config.initial_artifact is None or prepared_versions(config):
+            return
+        try:
+            prepare(config, config.initial_version, config.initial_artifact, self.config.allowed_url_prefixes, self.config.download_timeout)
+        except ArtifactError as exc:
+            self.log.error("service %s: initial version %s: %s failed: %s", name, config.initial_version, exc.stage, exc.reason)
+
+    # ZooKeeper writes of the agent.
+    def _ensure_roster(self):
+        if self._roster_written:
+            return
+        for path in self.layout.containers():
+            self.client.ensure_path(path)
+        entry = RosterEntry(services=self.config.service_names, since=time.time(), agent=AGENT_VERSION)
+        path = self.layout.host(self.host)
+        try:
+            data, stat = self.client.get(path)
+            if RosterEntry.from_bytes(data, path).services != entry.services:
+                self.client.set(path, entry.to_bytes(), version=stat.version)
+        except NoNodeError:
+            self.client.create(path, entry.to_bytes())
+        except ValueError:
+            self.client.set(path, entry.to_bytes())
+        self._roster_written = True
+
+    def _arm_watches(self):
+        """Watches that wake the loop: rollout, deploy queue, staging, and per service its slots and ready predecessor."""
+        client, layout = self.client, self.layout
+        client.exists(layout.rollout, watch=self._wake)
+        client.get_children(layout.deploy, watch=self._wake)
+        client.get_children(layout.staging, watch=self._wake)
+        for name in self.config.service_names:
+            if client.exists(layout.release(name), watch=self._wake) is None:
+                continue
+            if client.exists(layout.slots(name)) is not None:
+                client.get_children(layout.slots(name), watch=self._wake)
+            # Watch only the member just ahead of ours in the ready queue, not the whole queue (no herd).
+            members = sorted((split_sequential(node)[1], node, split_sequential(node)[0])
+                             for node in client.get_children(layout.ready_queue(name)) if split_sequential(node))
+            mine = [i for i, (_, _, host) in enumerate(members) if host == self.host]
+            if mine and mine[0] > 0:
+                client.exists(layout.ready_member(name, members[mine[0] - 1][1]), watch=self._wake)
+
+    def register(self, name, version):
+        """Create our ephemeral registration; replace one left by an older session of ours."""
+        path = self.layout.registration(name, self.host)
+        data = Registration(version=version, since=time.time(), agent=AGENT_VERSION).to_bytes()
+        self.client.ensure_path(self.layout.current_service(name))
+        try:
+            self.client.create(path, data, ephemeral=True)
+        except NodeExistsError:
+            _, stat = self.client.get(path)
+            if stat.ephemeralOwner == self.client.client_id[0]:
+                self.client.set(path, data, version=stat.version)
+            else:
+                self.client.delete(path, version=stat.version)
+                self.client.create(path, data, ephemeral=True)
+
+    def deregister(self, name):
+        """Remove our registration, if any."""
+        try:
+            self.client.delete(self.layout.registration(name, self.host))
+        except NoNodeError:
+            pass
+
+    def _ready_members(self, name):
+        try:
+            children = self.client.get_children(self.layout.ready_queue(name))
+        except NoNodeError:
+            return []
+        return [node for node in children if (split_sequential(node) or (None,))[0] == self.host]
+
+    def leave_ready(self, name):
+        """Delete our ready-queue members."""
+        for node in self._ready_members(name):
+            try:
+                self.client.delete(self.layout.ready_member(name, node))
+            except NoNodeError:
+                pass
+
+    def release_slot(self, name):
+        """Delete our upgrade slot, if any."""
+        try:
+            self.client.delete(self.layout.slot(name, self.host))
+        except NoNodeError:
+            pass
+
+    def record_failure(self, name, version, stage, reason, rolled_back_to=None):
+        """Write ``failed/<host>`` for the service (create or replace)."""
+        path = self.layout.failure(name, self.host)
+        data = Failure(version=version, stage=stage, reason=reason[:1000], at=time.time(), rolled_back_to=rolled_back_to).to_bytes()
+        try:
+            self.client.create(path, data)
+        except NodeExistsError:
+            self.client.set(path, data)
+        except NoNodeError:
+            self.log.warning("service %s: cannot record the failure, the release was removed", name)
+
+    # Actions.
+    def perform(self, name, decision, snapshot):
+        """Carry out one decision."""
+        action = decision.action
+        if action == actions.WAIT:
+            return
+        if action == actions.START:
+            self._start(name, decision.version)
+        elif action == actions.REGISTER:
+            self.register(name, decision.version)
+        elif action == actions.DEREGISTER:
+            self.deregister(name)
+        elif action == actions.PREPARE:
+            self._prepare(name, decision.version, snapshot)
+        elif action == actions.JOIN_READY:
+            if not self._ready_members(name):
+                self.client.create(self.layout.ready_prefix(name, self.host), b"", ephemeral=True, sequence=True)
+        elif action == actions.LEAVE_READY:
+            self.leave_ready(name)
+        elif action == actions.RELEASE_SLOT:
+            self.release_slot(name)
+        elif action in (actions.TAKE_SLOT, actions.ROLLBACK):
+            self._take_slot(name, decision)
+        elif action == actions.RESUME:
+            self.resume(name)
+        elif action == actions.COMPLETE:
+            self._complete(name, snapshot)
+
+    def _start(self, name, version):
+        pid = self.drivers[name].start(version)
+        self.health[name].reset()
+        self.state.update(name, version=version, pid=pid, since=time.time())
+
+    def _prepare(self, name, version, snapshot):
+        release = snapshot.service(name).release
+        try:
+            prepare(self.config.services[name], version, release.artifact, self.config.allowed_url_prefixes, self.config.download_timeout)
+        except ArtifactError as exc:
+            self.log.error("service %s: %s of %s failed: %s", name, exc.stage, version, exc.reason)
+            self.record_failure(name, version, exc.stage, exc.reason)
+
+    def _take_slot(self, name, decision):
+        """Under the service lock, on a fresh read while CONNECTED, take the slot; then switch."""
+        lock = self.client.Lock(self.layout.lock(name), identifier=self.host)
+        if not lock.acquire(timeout=LOCK_TIMEOUT):
+            return
+        try:
+            if not self.connected:
+                return
+            view = self.local_view(name)
+            again = decide(self.host, read_snapshot(self.client, self.layout), view, self.connected)
+            if again.action != decision.action:
+                self._record(name, again)
+                return
+            slot = Slot(to_version=decision.version, from_version=view.running, since=time.time(),
+                        owner="agent:%s" % self.host, session="%x" % self.client.client_id[0])
+            self.client.create(self.layout.slot(name, self.host), slot.to_bytes())
+        finally:
+            lock.release()
+        self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
+                          since=time.time(), reason="")
+        self.resume(name)
+
+    def resume(self, name):
+        """Drive an unfinished switch or rollback forward from its persisted step."""
+        progress = self.state.get(name)
+        driver, health = self.drivers[name], self.health[name]
+
+        def alive():
+            return driver.running_version(self.state.get(name)) is not None
+
+        if progress.phase == "switching":
+            if progress.step == "slot_taken":
+                # Only stopping can break the quorum: stop only while CONNECTED and still holding the slot.
+                if not self.connected:
+                    return
+                if self.client.exists(self.layout.slot(name, self.host)) is None:
+                    self.log.warning("service %s: the upgrade slot disappeared before the stop; switch abandoned", name)
+                    self.state.update(name, phase="idle", step="")
+                    return
+                self.deregister(name)
+                driver.stop(progress)
+                progress = self.state.update(name, step="stopped", pid=None)
+            if progress.step == "stopped":
+                self._start(name, progress.target)
+                progress = self.state.update(name, step="started")
+            if progress.step == "started":
+                healthy, why = health.wait_healthy(progress.target, alive, self.stopping)
+                if not healthy:
+                    self.log.error("service %s: %s failed its health check (%s): rolling back to %s", name, progress.target, why, progress.previous)
+                    progress = self.state.update(name, phase="rolling_back", step="failed", reason=why)
+                elif not self.connected:
+                    return
+                else:
+                    self.register(name, progress.target)
+                    self.leave_ready(name)
+                    progress = self.state.update(name, step="registered")
+            if progress.step == "registered":
+                if not self.connected:
+                    return
+                self.release_slot(name)
+                self.state.update(name, phase="idle", step="", since=time.time())
+                self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
+                return
+        if progress.phase == "rolling_back":
+            self._roll_back(name, progress, alive)
+
+    def _roll_back(self, name, progress, alive):
+        """Back to the previous version while still holding the slot; record the failure; release."""
+        driver, health = self.drivers[name], self.health[name]
+        if progress.step == "failed":
+            driver.stop(progress)
+            progress = self.state.update(name, step="stopped_failed", pid=None)
+        if progress.step == "stopped_failed":
+            if progress.previous is not None:
+                self._start(name, progress.previous)
+            progress = self.state.update(name, step="started_previous")
+        if progress.step == "started_previous":
+            healthy = progress.previous is not None and health.wait_healthy(progress.previous, alive, self.stopping)[0]
+            if not self.connected:
+                return
+            if healthy:
+                self.register(name, progress.previous)
+            # The failure is written before the slot is freed, so no other host takes a turn on a halted service.
+            self.record_failure(name, progress.target, "health", progress.reason or "health check failed",
+                                rolled_back_to=progress.previous if healthy else None)
+            self.leave_ready(name)
+            progress = self.state.update(name, step="recorded")
+        if progress.step == "recorded":
+            if not self.connected:
+                return
+            self.release_slot(name)
+            self.state.update(name, phase="idle", step="", target=None, since=time.time())
+
+    def _complete(self, name, snapshot):
+        """Remove the service's deploy queue entry; the last one also marks the rollout done."""
+        members = [m for m in snapshot.deploy_queue if m.name == name]
+        if not members:
+            return
+        transaction = self.client.transaction()
+        for member in members:
+            stat = self.client.exists(self.layout.deploy_entry(member.node))
+            if stat is None:
+                return
+            transaction.delete(self.layout.deploy_entry(member.node), version=stat.version)
+        if len(members) == len(snapshot.deploy_queue):
+            values = snapshot.rollout.to_dict()
+            values.update(state="done", updated=time.time(), reason="every service runs its target")
+            transaction.set_data(self.layout.rollout, RolloutState.from_dict(values).to_bytes(), version=snapshot.rollout_version)
+        results = transaction.commit()
+        if any(isinstance(result, Exception) for result in results):
+            self.log.info("service %s: another agent completed it first", name)
+        else:
+            self.log.info("service %s: complete; removed from the deploy queue", name)
+
+    # Status.
+    def _write_status(self):
+        self.status = {
+            "host": self.host,
+            "connection": self.client.state if self.client is not None else "NOT STARTED",
+            "updated": time.time(),
+            "services": {
+                name: {
+                    "running": self.drivers[name].running_version(self.state.get(name)),
+                    "healthy": self.health[name].healthy,
+                    "prepared": sorted(prepared_versions(self.config.services[name])),
+                    "progress": self.state.as_dict().get(name, {}),
+                    "decision": {"action": self.decisions[name][0].action, "reason": self.decisions[name][0].reason,
+                                 "at": self.decisions[name][1]} if name in self.decisions else None,
+                }
+                for name in self.config.service_names
+            },
+            "decisions_total": dict(self.counters),
+        }
+        path = os.path.join(self.config.state_dir, "status.json")
+        temp = path + ".tmp"
+        with open(temp, "w") as out:
+            json.dump(self.status, out, sort_keys=True, indent=1)
+        os.replace(temp, path)
+
