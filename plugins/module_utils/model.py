@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 
@@ -45,7 +46,7 @@ class PayloadError(ValueError):
         self.field = field_name
         self.value = value
         prefix = "%s: " % path if path else ""
-        super(PayloadError, self).__init__(prefix + message)
+        super().__init__(prefix + message)
 
 
 # Field validators. Each takes (value, where) and returns the normalised value or raises.
@@ -100,7 +101,7 @@ def validate_quorum(value, where=(None, ""), field_name="quorum"):
         match = _PERCENT_RE.match(value.strip())
         if match and int(match.group(1)) <= 100:
             return "%d%%" % int(match.group(1))
-        if value.strip().isdigit():
+        if re.match(r"\A[0-9]+\Z", value.strip()):
             return int(value.strip())
     _fail(where, field_name, value, "expected an integer >= 0 or a percentage from \"0%\" to \"100%\"")
 
@@ -159,7 +160,7 @@ def validate_rollout_id(value, where=(None, ""), field_name="id"):
 
 def validate_timestamp(value, where=(None, ""), field_name="since"):
     """Seconds since the epoch, as a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         _fail(where, field_name, value, "expected seconds since the epoch")
     return float(value)
 
@@ -177,8 +178,8 @@ def validate_text(max_length):
     """Validator for free text shown to humans (reasons, owners); bounded, printable."""
 
     def validate(value, where=(None, ""), field_name="text"):
-        if not isinstance(value, str) or len(value) > max_length:
-            _fail(where, field_name, value, "expected a string of at most %d characters" % max_length)
+        if not isinstance(value, str) or len(value) > max_length or any(ord(c) < 32 and c not in "\n\t" or ord(c) == 127 for c in value):
+            _fail(where, field_name, value, "expected printable text of at most %d characters" % max_length)
         return value
 
     return validate
@@ -193,6 +194,8 @@ def validate_bool(value, where=(None, ""), field_name="flag"):
 
 # Payload classes. Each dataclass field carries its validator and whether it may be omitted.
 def _field(validator, default=field, json_name=None):
+    # Called only from dataclass bodies, which pylint cannot see from here.
+    # pylint: disable=invalid-field-call
     metadata = {"validator": validator, "json_name": json_name}
     if default is field:
         return field(metadata=metadata)
@@ -205,14 +208,18 @@ class Payload(object):
     """Base of every znode payload: strict parsing and canonical serialisation."""
 
     kind = "payload"
+    # A nested payload (an artifact inside a release entry) has no schema field of its own.
+    nested = False
 
     @classmethod
     def from_dict(cls, raw, path=None, prefix=""):
         """Validate a decoded JSON object and build the payload; errors name path and field."""
         where = (path, prefix)
         if not isinstance(raw, dict):
-            raise PayloadError("expected a JSON object for a %s, got %s" % (cls.kind, json.dumps(raw, default=repr)), path)
-        if "schema" in raw or not prefix:
+            if prefix:
+                _fail((path, ""), prefix.rstrip("."), raw, "expected a JSON object (%s)" % cls.kind)
+            raise PayloadError("expected a JSON object (%s), got %s" % (cls.kind, json.dumps(raw, default=repr)), path)
+        if not cls.nested or "schema" in raw:
             schema = raw.get("schema")
             if schema != SCHEMA:
                 _fail(where, "schema", schema, "this collection reads schema %d; upgrade zkrollout.dc on this side" % SCHEMA)
@@ -232,7 +239,10 @@ class Payload(object):
 
     @classmethod
     def _check(cls, payload, where):
-        """Cross-field checks; subclasses override."""
+        """Cross-field checks: a service never depends on itself."""
+        name = getattr(payload, "service", None) or getattr(payload, "name", None)
+        if name is not None and name in getattr(payload, "depends_on", ()):
+            _fail(where, "depends_on", payload.depends_on, "service %s cannot depend on itself" % name)
         return payload
 
     @classmethod
@@ -243,7 +253,7 @@ class Payload(object):
         try:
             raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise PayloadError("malformed JSON for a %s (%s); rewrite or delete the znode" % (cls.kind, exc), path)
+            raise PayloadError("malformed JSON for a %s (%s); rewrite or delete the znode" % (cls.kind, exc), path) from exc
         return cls.from_dict(raw, path)
 
     def to_dict(self):
@@ -265,7 +275,7 @@ def _has_default(spec):
 
 def canonical_json(value):
     """Canonical JSON bytes of any JSON value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _nested(payload_cls):
@@ -280,6 +290,7 @@ class Artifact(Payload):
     """Where to download a version and its mandatory sha256."""
 
     kind = "artifact"
+    nested = True
     url: str = _field(validate_url)
     sha256: str = _field(validate_sha256)
 
@@ -300,12 +311,6 @@ class ReleaseEntry(Payload):
     max_parallel: int = _field(validate_positive_int, 1)
     on_failure: str = _field(validate_choice(ON_FAILURE), "halt")
     depends_on: list = _field(validate_names("service"), [])
-
-    @classmethod
-    def _check(cls, payload, where):
-        if payload.service in payload.depends_on:
-            _fail(where, "depends_on", payload.depends_on, "service %s cannot depend on itself" % payload.service)
-        return payload
 
 
 @dataclass(frozen=True)
@@ -455,11 +460,19 @@ class ReleaseSpec(object):
                 return spec
         raise KeyError(name)
 
+    def to_dict(self):
+        """The release as the user would write it (service entries without their schema field)."""
+        services = [{k: v for k, v in s.to_dict().items() if k != "schema"} for s in self.services]
+        return {"id": self.id, "parallel": self.parallel, "services": services}
+
+    def to_bytes(self):
+        """Canonical JSON bytes of the release."""
+        return canonical_json(self.to_dict())
+
     @property
     def spec_hash(self):
         """sha256 of the canonical spec without its id: the same release always hashes the same."""
-        body = {"parallel": self.parallel, "services": [dict(s.to_dict(), schema=None) for s in self.services]}
-        return hashlib.sha256(canonical_json(body)).hexdigest()
+        return hashlib.sha256(canonical_json(dict(self.to_dict(), id=None))).hexdigest()
 
 
 def _parse_service(raw, label):

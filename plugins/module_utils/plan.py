@@ -123,6 +123,8 @@ def slot_verdict(service, candidate, healthy_hosts, slot_holders, quorum, max_pa
         return True, "%s already holds a slot of %s" % (candidate, service)
     if held >= max_parallel:
         return False, "waiting: %s has %d of %d slots held (max_parallel %d)" % (service, held, max_parallel, max_parallel)
+    if candidate not in healthy:
+        return True, "slot allowed: %s is down already, so stopping it costs %s no quorum" % (candidate, service)
     remaining = len(healthy - {candidate})
     if remaining < quorum:
         return False, "waiting: %s has %d healthy, quorum %d" % (service, len(healthy), quorum)
@@ -196,9 +198,10 @@ def check_service(service, quorum, roster_size, max_parallel):
             "at once; use a quorum of at least 1" % (service, quorum, roster_size)
         )
     if resolved >= roster_size:
+        advice = "add hosts" if roster_size == 1 else "lower the quorum below %d or add hosts" % roster_size
         raise PlanError(
-            "service %s: quorum %s needs %d healthy of %d hosts, so no host may ever stop; lower "
-            "the quorum below %d or add hosts" % (service, quorum, resolved, roster_size, roster_size)
+            "service %s: quorum %s needs %d healthy of %d hosts, so no host may ever stop; %s"
+            % (service, quorum, resolved, roster_size, advice)
         )
     return resolved, warnings
 

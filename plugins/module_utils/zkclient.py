@@ -62,7 +62,7 @@ def parse_hosts(hosts):
         try:
             chroot = check_root(chroot)
         except ValueError as exc:
-            raise ZkConnectionError("invalid chroot in zk_hosts %r: %s" % (hosts, exc))
+            raise ZkConnectionError("invalid chroot in zk_hosts %r: %s" % (hosts, exc)) from exc
     parsed = []
     for item in servers.split(","):
         match = _HOST_RE.match(item.strip())
@@ -73,6 +73,14 @@ def parse_hosts(hosts):
             )
         parsed.append((match.group("v6") or match.group("name"), int(match.group("port"))))
     return parsed, chroot
+
+
+def _masked(entry):
+    """An ACL entry fit for a message: a digest password is never shown."""
+    if isinstance(entry, str) and entry.startswith("digest:"):
+        parts = entry.split(":")
+        return ":".join(parts[:2] + ["***"] + parts[-1:]) if len(parts) > 3 else "digest:***"
+    return entry
 
 
 def parse_acl(entry):
@@ -86,13 +94,13 @@ def parse_acl(entry):
     if len(parts) < 3 or not parts[-1] or any(p not in ACL_PERMISSIONS for p in parts[-1]):
         raise ZkConnectionError(
             "invalid ACL %r; expected scheme:id:perms with perms from 'rwcda', for example "
-            "world:anyone:r or digest:deployer:secret:cdrwa" % (entry,)
+            "world:anyone:r or digest:deployer:secret:cdrwa" % (_masked(entry),)
         )
     scheme, ident, perms = parts[0], ":".join(parts[1:-1]), parts[-1]
     flags = {ACL_PERMISSIONS[p]: True for p in perms}
     if scheme == "digest":
         if ident.count(":") != 1:
-            raise ZkConnectionError("invalid digest ACL %r; expected digest:user:password:perms" % (entry,))
+            raise ZkConnectionError("invalid digest ACL %r; expected digest:user:password:perms" % (_masked(entry),))
         user, password = ident.split(":")
         return make_digest_acl(user, password, **flags)
     return make_acl(scheme, ident, **flags)
@@ -131,7 +139,7 @@ class ConnectionOptions(object):
         try:
             object.__setattr__(self, "root", check_root(self.root))
         except ValueError as exc:
-            raise ZkConnectionError(str(exc))
+            raise ZkConnectionError(str(exc)) from exc
         for name in ("timeout", "session_timeout", "retry_deadline"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -156,7 +164,9 @@ class ConnectionOptions(object):
         for name in cls.__dataclass_fields__:
             value = values.get(prefix + name)
             if value is not None:
-                kwargs[name] = tuple(value) if name == "acl" else value
+                if name == "acl":
+                    value = (value,) if isinstance(value, str) else tuple(value)
+                kwargs[name] = value
         return cls(**kwargs)
 
     @property
@@ -245,7 +255,7 @@ def connect(options, logger=None):
             "cannot connect to ZooKeeper at %s within %.1fs: %s; check zk_hosts and that ZooKeeper "
             "is running and reachable from this host (%s)"
             % (options.describe(), options.timeout, "; ".join(causes), exc.__class__.__name__)
-        )
+        ) from exc
     return client
 
 
