@@ -197,7 +197,10 @@ def build_client(options, logger=None):
     kwargs = dict(
         hosts=options.hosts,
         timeout=options.session_timeout,
-        connection_retry=_retry(options.connection_retries, None),
+        # Reconnection is bounded by time, not tries: a leader election takes longer than a few
+        # quick retries, and giving up during one would lose a session that is still valid.
+        connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0, ignore_expire=False,
+                                    deadline=None if options.connection_retries < 0 else options.session_timeout),
         command_retry=_retry(options.retries, options.retry_deadline),
         auth_data=auth_data or None,
         default_acl=[parse_acl(entry) for entry in options.acl] or None,
