@@ -136,14 +136,14 @@ def free_ports(count):
     return chosen
 
 
-def four_letter(port, word, timeout=2.0):
-    """Send a four-letter word (``srvr``, ``mntr``, ``ruok``...) to 127.0.0.1:``port``; return the reply.
+def four_letter(port, word, timeout=2.0, address=LOOPBACK):
+    """Send a four-letter word (``srvr``, ``mntr``, ``ruok``...) to ``address``:``port``; return the reply.
 
     Raises OSError when nothing answers within ``timeout`` (a stopped or frozen member).
     """
     reply = []
     deadline = time.monotonic() + timeout
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as conn:
+    with socket.create_connection((address, port), timeout=timeout) as conn:
         conn.sendall(word.encode("ascii"))
         while time.monotonic() < deadline:
             chunk = conn.recv(4096)
@@ -184,8 +184,8 @@ class Member(object):
 
     @property
     def hosts(self):
-        """``127.0.0.1:<client port>`` of this member alone."""
-        return "%s:%d" % (LOOPBACK, self.client_port)
+        """``<client address>:<client port>`` of this member alone."""
+        return "%s:%d" % (self.bed.client_address, self.client_port)
 
     @property
     def secure_hosts(self):
@@ -229,7 +229,7 @@ class Member(object):
             ("syncLimit", int(SETTLE_AFTER_THAW * 1000 / TICK_MS)),
             ("dataDir", self.data_dir),
             ("clientPort", self.client_port),
-            ("clientPortAddress", LOOPBACK),
+            ("clientPortAddress", self.bed.client_address),
             ("minSessionTimeout", MIN_SESSION_MS),
             ("maxSessionTimeout", MAX_SESSION_MS),
             ("maxClientCnxns", 0),
@@ -359,7 +359,7 @@ class Member(object):
         if not self.running:
             return None
         try:
-            reply = four_letter(self.client_port, "srvr", timeout)
+            reply = four_letter(self.client_port, "srvr", timeout, self.bed.client_address)
         except OSError:
             return None
         for line in reply.splitlines():
@@ -402,14 +402,17 @@ class ZooKeeper(object):
     ``tls=True`` adds a secure client port (Netty, PEM certificates from tests/bed/tls.py, kept
     in ``self.tls``) next to the plain one, with ``client_auth`` ``none``, ``want`` or ``need``.
     ``directory`` is owned by the bed: created if missing (it must be empty), removed by stop().
+    ``client_address`` is where clients connect (default 127.0.0.1; a test fleet's bridge address).
     """
 
-    def __init__(self, size=1, tls=False, client_auth="none", directory=None):
+    def __init__(self, size=1, tls=False, client_auth="none", directory=None, client_address=LOOPBACK):
         if size < 1:
             raise BedError("an ensemble needs at least one member, not %d" % size)
         if client_auth not in CLIENT_AUTH_MODES:
             raise BedError("client_auth must be one of %s, not %r" % (", ".join(CLIENT_AUTH_MODES), client_auth))
         self.size = size
+        # Test hosts in network namespaces reach the server on their bridge's address.
+        self.client_address = client_address
         self.use_tls = tls
         self.client_auth = client_auth
         self.requested_directory = directory
@@ -565,7 +568,7 @@ class ZooKeeper(object):
             if not member.running or member.is_frozen:
                 continue
             try:
-                if needle in four_letter(member.client_port, "cons", 1.0):
+                if needle in four_letter(member.client_port, "cons", 1.0, self.client_address):
                     return member
             except OSError:
                 continue

@@ -100,6 +100,13 @@ def _number(raw, key, default, where, minimum=0.0):
     return value
 
 
+def _count(raw, key, default, where):
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("%s: '%s' must be an integer >= 1, got %r" % (where, key, value))
+    return value
+
+
 def _argv(value, where, key):
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
         raise ConfigError("%s: '%s' must be a non-empty list of strings (argv, no shell)" % (where, key))
@@ -118,13 +125,14 @@ def _health(raw, where):
     http = raw.get("http")
     if http is not None and not (isinstance(http, str) and http.startswith(("http://", "https://"))):
         raise ConfigError("%s: health.http must be an http(s) URL, got %r" % (where, http))
+    where = "%s: health" % where
     return HealthCheck(
         http=http,
-        command=_argv(raw["command"], where, "health.command") if "command" in raw else (),
+        command=_argv(raw["command"], where, "command") if "command" in raw else (),
         interval=_number(raw, "interval", 1.0, where),
         timeout=_number(raw, "timeout", 2.0, where),
-        rise=int(_number(raw, "rise", 2, where)),
-        fall=int(_number(raw, "fall", 2, where)),
+        rise=_count(raw, "rise", 2, where),
+        fall=_count(raw, "fall", 2, where),
         deadline=_number(raw, "deadline", 60.0, where),
     )
 
@@ -193,6 +201,11 @@ def parse_config(raw, path="agent config"):
     except PayloadError as exc:
         raise ConfigError(str(exc))
     metrics = raw.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise ConfigError("%s: metrics must be a mapping with 'port' and optionally 'bind', got %r" % (path, metrics))
+    port = metrics.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536):
+        raise ConfigError("%s: metrics.port must be a port number (0-65535), got %r" % (path, port))
     prefixes = raw.get("allowed_url_prefixes", [])
     if not isinstance(prefixes, list) or not all(isinstance(p, str) and "://" in p for p in prefixes):
         raise ConfigError("%s: allowed_url_prefixes must be a list of URL prefixes" % path)

@@ -63,6 +63,17 @@ def _rollout_release(snapshot, service):
     return release
 
 
+def _pending_dependencies(snapshot, release):
+    """Dependencies of ``release`` still in the deploy queue and not complete."""
+    queue = snapshot.queued_services
+    return [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
+
+
+def _own_slot(slot):
+    """True for a slot an agent took; a controller's slot (push mode) is not the agent's to release."""
+    return slot is not None and (slot.owner == "agent" or slot.owner.startswith("agent:"))
+
+
 def rollout_stage(snapshot, service):
     """``finished``, ``rolling`` (may switch now), ``pending`` (waits for others) or None (no rollout).
 
@@ -76,9 +87,7 @@ def rollout_stage(snapshot, service):
         return "finished"
     if not snapshot.rollout.parallel:
         return "rolling" if queue[0] == service else "pending"
-    release = snapshot.service(service).release
-    pending = [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
-    return "pending" if pending else "rolling"
+    return "pending" if _pending_dependencies(snapshot, snapshot.service(service).release) else "rolling"
 
 
 def most_popular_version(snapshot, service, candidates):
@@ -95,15 +104,18 @@ def most_popular_version(snapshot, service, candidates):
 def start_decision(host, snapshot, local):
     """What a host whose instance is down starts, and why (the seed's rule).
 
-    (a) the target, if the service's rollout may switch it now or has finished: the instance is
-    down already, so this costs no quorum (it is downloaded first if need be); (b) else the most
-    popular version in ``current``; (c) else the last version this host ran. ``snapshot`` is
-    None while disconnected: then only (c) applies, because starting is always allowed.
+    (a) the target, if the service's rollout may switch it now (running or paused, not halted by
+    a failure) or has finished: the instance is down already, so this costs no quorum (it is
+    downloaded first if need be); (b) else the most popular version in ``current``; (c) else the
+    last version this host ran. ``snapshot`` is None while disconnected: then only (c) applies,
+    because starting is always allowed.
     """
     if snapshot is not None:
         release = _rollout_release(snapshot, local.service)
         stage = rollout_stage(snapshot, local.service)
-        if release is not None and stage in ("rolling", "finished") and host not in snapshot.service(local.service).failures:
+        failures = snapshot.service(local.service).failures
+        rolling = stage == "rolling" and snapshot.rollout.active and not failures
+        if release is not None and (rolling or stage == "finished" and host not in failures):
             if release.version in local.prepared:
                 return Decision(START, "start %s: the target of rollout %s (%s)" % (release.version, release.rollout, stage), release.version)
             return Decision(PREPARE, "download %s, the target of rollout %s, to start it" % (release.version, release.rollout), release.version)
@@ -138,6 +150,9 @@ def decide(host, snapshot, local, connected):
     if progress.in_switch:
         return Decision(RESUME, "resume the unfinished %s (step %s) towards %s" % (progress.phase, progress.step or "start", progress.target), progress.target)
     if local.running is None:
+        # A dead instance must not stay counted as healthy while it is being started again.
+        if connected and snapshot is not None and host in snapshot.service(service).registrations:
+            return Decision(DEREGISTER, "%s is not running: deregister it before starting it again" % service)
         return start_decision(host, snapshot if connected else None, local)
     if not connected or snapshot is None:
         return Decision(WAIT, "waiting: the ZooKeeper session is not connected; stopping nothing")
@@ -151,6 +166,10 @@ def decide(host, snapshot, local, connected):
         return Decision(REGISTER, "register %s %s as healthy" % (service, local.running), local.running)
     release = _rollout_release(snapshot, service)
     if host in state.slots:
+        slot = state.slots[host]
+        if not _own_slot(slot):
+            return Decision(WAIT, "waiting: the slot of %s on %s is held by %s, not by this agent"
+                            % (service, host, slot.owner if slot is not None else "an unknown owner (malformed slot)"))
         return Decision(RELEASE_SLOT, "the slot of %s on %s is left from an interrupted run and this agent is idle: release it" % (service, host))
     if release is None:
         return Decision(WAIT, "idle: no rollout of %s" % service)
@@ -179,8 +198,11 @@ def decide(host, snapshot, local, connected):
     if state.failures:
         return Decision(WAIT, "waiting: %s is halted by the failure on %s" % (service, ", ".join(sorted(state.failures))))
     stage = rollout_stage(snapshot, service)
+    if stage == "finished":
+        return Decision(WAIT, "waiting: %s is no longer in the deploy queue (its rollout finished while this host ran %s); "
+                        "a new rollout will upgrade it" % (service, local.running))
     if stage != "rolling":
-        queue = snapshot.queued_services
-        blocker = queue[0] if not rollout.parallel else ", ".join(d for d in release.depends_on if d in queue)
-        return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, blocker))
+        if rollout.parallel:
+            return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(_pending_dependencies(snapshot, release))))
+        return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, snapshot.queued_services[0]))
     return _take_turn(host, snapshot, service, state.ready_hosts, TAKE_SLOT, target)

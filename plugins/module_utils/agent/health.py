@@ -84,4 +84,4 @@ class HealthTracker(object):
             if stop is not None and stop.is_set():
                 return False, "the agent is stopping"
             time.sleep(self.check.interval)
-        return False, "no %d consecutive passing health checks within %.0fs" % (self.check.rise, self.check.deadline)
+        return False, "no %d consecutive passing health checks within %gs" % (self.check.rise, self.check.deadline)

@@ -63,23 +63,27 @@ class LocalState(object):
         return self._services.get(service, ServiceProgress())
 
     def update(self, service, **changes):
-        """Change fields of one record and persist the whole file before returning it."""
+        """Change fields of one record and persist the whole file before returning it.
+
+        If the write fails, the error propagates and the record keeps its old value, so the
+        agent never acts on a step that is not on disk.
+        """
         progress = replace(self.get(service), **changes)
+        self._write({**self._services, service: progress})
         self._services[service] = progress
-        self._write()
         return progress
 
     def as_dict(self):
         """Plain data, for status output."""
-        return {name: asdict(progress) for name, progress in sorted(self._services.items())}
+        return _as_dict(self._services)
 
-    def _write(self):
+    def _write(self, services):
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=".state-", dir=directory)
         try:
             with os.fdopen(handle, "w") as out:
-                json.dump({"services": self.as_dict()}, out, sort_keys=True, indent=1)
+                json.dump({"services": _as_dict(services)}, out, sort_keys=True, indent=1)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, self.path)
@@ -87,3 +91,7 @@ class LocalState(object):
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
+
+
+def _as_dict(services):
+    return {name: asdict(progress) for name, progress in sorted(services.items())}

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def _label(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    """A label value escaped as the exposition format wants: backslash, double quote, line feed."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render_metrics(status):

@@ -1,0 +1,402 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's decision function over snapshot tables: every rule, and every reason to wait.
+
+``decide`` is pure, so each case is a small tree built from the real payload classes: hosts
+are written ``h1=1.0`` (registered in ``current`` with version 1.0), a slot ``h3`` or
+``h3=controller:ctl1`` (held, by the agent or by a controller), a failure ``h3`` or
+``h3=verify`` (failed at that stage). Each test asserts the action and the facts its reason
+sentence must tell a person reading the log.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.decide import (
+    COMPLETE,
+    DEREGISTER,
+    JOIN_READY,
+    LEAVE_READY,
+    PREPARE,
+    REGISTER,
+    RELEASE_SLOT,
+    RESUME,
+    ROLLBACK,
+    START,
+    TAKE_SLOT,
+    WAIT,
+    LocalView,
+    decide,
+    rollout_stage,
+)
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.localstate import ServiceProgress
+from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
+    Artifact,
+    DeployEntry,
+    Failure,
+    Registration,
+    ReleaseEntry,
+    RolloutState,
+    RosterEntry,
+    Slot,
+)
+from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import QueueMember, ServiceState, Snapshot
+
+ROLLOUT = "r1"
+NOW = 1700000000.0
+FIVE = "h1=1.0 h2=1.0 h3=1.0 h4=1.0 h5=1.0"
+FIVE_READY = "h1 h2 h3 h4 h5"
+
+
+# Builders: one line of a table becomes a Snapshot made of the real dataclasses.
+def _pairs(text, default=None):
+    """``"h1=1.0 h2"`` -> ``{"h1": "1.0", "h2": default}``."""
+    pairs = {}
+    for word in text.split():
+        host, _, value = word.partition("=")
+        pairs[host] = value or default
+    return pairs
+
+
+def service(name="app", current="", ready="", slots="", failed="", offline="", target="2.0", quorum=1, max_parallel=1,
+            on_failure="halt", depends_on=(), rollout=ROLLOUT, staged=True):
+    """``(ServiceState, roster hosts)`` of one service, from the compact table notation."""
+    release = None
+    if staged:
+        release = ReleaseEntry(rollout=rollout, service=name, version=target,
+                               artifact=Artifact(url="https://artifacts.example/%s-%s.tar.gz" % (name, target), sha256="ab" * 32),
+                               quorum=quorum, max_parallel=max_parallel, on_failure=on_failure, depends_on=list(depends_on))
+    registrations = {host: Registration(version=version, since=NOW) for host, version in _pairs(current).items()}
+    held = {host: Slot(to_version=target, from_version="1.0", since=NOW, owner=owner or "agent:" + host) for host, owner in _pairs(slots).items()}
+    failures = {host: Failure(version=target, stage=stage, reason="it broke", at=NOW, rolled_back_to="1.0")
+                for host, stage in _pairs(failed, "health").items()}
+    ready_queue = tuple(QueueMember(node="%s-%010d" % (host, seq), name=host, sequence=seq) for seq, host in enumerate(ready.split(), 1))
+    state = ServiceState(name=name, release=release, release_version=0 if staged else -1, registrations=registrations,
+                         ready_queue=ready_queue, slots=held, failures=failures)
+    hosts = set(registrations) | set(held) | set(failures) | set(ready.split()) | set(offline.split())
+    return state, hosts
+
+
+def tree(*services, queue=None, state="running", parallel=False):
+    """A Snapshot of ``services`` (from ``service()``); the deploy queue defaults to every staged one, in order."""
+    states = {svc.name: svc for svc, _ in services}
+    staged = [svc.name for svc, _ in services if svc.release is not None]
+    queue = staged if queue is None else queue
+    roster = {}
+    for svc, hosts in services:
+        for host in hosts:
+            roster.setdefault(host, []).append(svc.name)
+    deploy_queue = tuple(QueueMember(node="%s-%010d" % (name, seq), name=name, sequence=seq) for seq, name in enumerate(queue, 1))
+    entries = {m.node: DeployEntry(service=m.name, depends_on=list(states[m.name].release.depends_on)) for m in deploy_queue}
+    rollout = None
+    if state is not None:
+        rollout = RolloutState(id=ROLLOUT, state=state, spec_hash="cd" * 32, services=staged, parallel=parallel)
+    return Snapshot(rollout=rollout, rollout_version=0, deploy_queue=deploy_queue, deploy_entries=entries,
+                    roster={host: RosterEntry(services=sorted(names)) for host, names in roster.items()}, services=states)
+
+
+def local(running="1.0", healthy=True, prepared="1.0 2.0", name="app", **progress):
+    """The LocalView of one service; ``progress`` fields default to an idle record of ``running``."""
+    progress.setdefault("version", running)
+    return LocalView(service=name, progress=ServiceProgress(**progress), running=running, healthy=healthy, prepared=frozenset(prepared.split()))
+
+
+def decided(snapshot, view=None, host="h1", connected=True):
+    """decide() with the defaults of these tables: host h1, a healthy 1.0 instance, CONNECTED."""
+    return decide(host, snapshot, view or local(), connected)
+
+
+def assert_decision(decision, action, *facts, version=None):
+    assert decision.action == action, decision
+    for fact in facts:
+        assert fact in decision.reason, "%r lacks %r" % (decision.reason, fact)
+    if version is not None:
+        assert decision.version == version, decision
+
+
+# The reasons to wait that the issue names, each beside the case where the same host would act.
+WAIT_CASES = [
+    pytest.param(tree(service(current=FIVE, ready=FIVE_READY, quorum=3)), local(), False,
+                 ["not connected", "stopping nothing"], id="a_suspended_or_lost_session_stops_nothing"),
+    pytest.param(tree(service(current=FIVE, ready=FIVE_READY, quorum=3), state="paused"), local(), True,
+                 ["rollout r1 is paused"], id="a_paused_rollout_takes_no_new_slot"),
+    pytest.param(tree(service(current=FIVE, ready=FIVE_READY, quorum=3), state="aborted"), local(), True,
+                 ["rollout r1 is aborted"], id="an_aborted_rollout_takes_no_new_slot"),
+    pytest.param(tree(service(current="h1=1.0 h2=1.0", offline="h3", ready="h1 h2", quorum=2)), local(), True,
+                 ["budget 0", "2 healthy, quorum 2"], id="quorum_forbids_the_stop"),
+    pytest.param(tree(service("db", current="h1=1.0 h2=1.0 h3=1.0", ready="h1"),
+                      service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]), queue=["db", "app"]),
+                 local(), True, ["app is not at the head of the deploy queue", "behind db"], id="not_the_head_of_the_deploy_queue"),
+    pytest.param(tree(service("db", current="h1=1.0 h2=1.0 h3=1.0", ready="h2"),
+                      service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]), queue=["db", "app"], parallel=True),
+                 local(), True, ["app depends on db", "not complete"], id="a_dependency_is_incomplete_in_a_parallel_rollout"),
+    pytest.param(tree(service(current=FIVE, ready="h2 h3 h1 h4 h5", quorum=3, max_parallel=5)), local(), True,
+                 ["h1 is number 3 in line", "budget 2", "5 healthy", "quorum 3"], id="not_among_the_first_k_of_the_ready_queue"),
+    pytest.param(tree(service(current=FIVE, ready=FIVE_READY, quorum=1, failed="h4")), local(), True,
+                 ["halted by the failure on h4"], id="a_failure_elsewhere_halts_the_service"),
+]
+
+
+@pytest.mark.parametrize("snapshot, view, connected, facts", WAIT_CASES)
+def test_each_reason_to_wait_is_said(snapshot, view, connected, facts):
+    assert_decision(decided(snapshot, view, connected=connected), WAIT, *facts)
+
+
+# Turn taking: head of the queue, first k of the ready queue, healthy - held - 1 >= quorum, max_parallel.
+TURN_CASES = [
+    pytest.param(dict(current=FIVE, ready=FIVE_READY, quorum=3), "h1", TAKE_SLOT, ["slot allowed", "keeps 4 healthy >= quorum 3"],
+                 id="the_first_in_line_takes_a_slot_when_the_quorum_allows"),
+    pytest.param(dict(current=FIVE, ready=FIVE_READY, quorum=1), "h2", WAIT, ["h2 is number 2 in line", "budget 1"],
+                 id="max_parallel_1_lets_only_the_first_go"),
+    pytest.param(dict(current=FIVE, ready=FIVE_READY, quorum=3, max_parallel=5), "h2", TAKE_SLOT, ["slot allowed"],
+                 id="the_second_goes_too_when_the_budget_is_2"),
+    pytest.param(dict(current=FIVE, ready=FIVE_READY, quorum=3, max_parallel=5), "h3", WAIT, ["number 3 in line", "budget 2"],
+                 id="the_third_waits_when_the_budget_is_2"),
+    pytest.param(dict(current="h1=1.0 h2=1.0 h3=1.0 h4=1.0", slots="h5", ready=FIVE_READY, quorum=1), "h1", WAIT,
+                 ["budget 0", "1 slots held"], id="max_parallel_reached"),
+    pytest.param(dict(current="h1=1.0 h2=1.0 h3=1.0 h4=1.0", slots="h5", ready=FIVE_READY, quorum=1, max_parallel=2), "h1", TAKE_SLOT,
+                 ["slot allowed", "keeps 3 healthy"], id="a_slot_holder_is_skipped_in_the_line"),
+    pytest.param(dict(current=FIVE, slots="h5", ready=FIVE_READY, quorum=4, max_parallel=3), "h1", WAIT,
+                 ["4 healthy, quorum 4", "1 slots held"], id="a_slot_holder_still_registered_counts_as_down"),
+    pytest.param(dict(current=FIVE, ready=FIVE_READY, quorum="50%", max_parallel=5), "h3", WAIT, ["quorum 3", "budget 2"],
+                 id="a_percentage_quorum_rounds_up"),
+    pytest.param(dict(current="h1=1.0 h2=1.0 h3=1.0 h4=1.0", ready="h1 h2 h3 h4", quorum="50%", max_parallel=5), "h2", TAKE_SLOT,
+                 ["keeps 3 healthy >= quorum 2"], id="a_percentage_quorum_follows_the_roster_size"),
+    pytest.param(dict(current="h1=1.0 h2=1.0 h3=1.0 h4=1.0", offline="h5", ready="h1 h2 h3 h4", quorum="60%", max_parallel=5), "h2",
+                 WAIT, ["number 2 in line", "budget 1", "4 healthy, quorum 3"], id="an_offline_roster_host_counts_as_down"),
+]
+
+
+@pytest.mark.parametrize("release, host, action, facts", TURN_CASES)
+def test_turn_taking(release, host, action, facts):
+    assert_decision(decided(tree(service(**release)), host=host), action, *facts, version="2.0" if action == TAKE_SLOT else None)
+
+
+def test_stopping_the_last_instance_above_quorum_is_refused():
+    snapshot = tree(service(current="h1=1.0 h2=1.0", slots="h3", ready="h1 h2", quorum=2, max_parallel=3))
+    assert_decision(decided(snapshot), WAIT, "budget 0", "2 healthy, quorum 2", "1 slots held")
+
+
+def test_a_lost_session_never_takes_a_slot_even_with_a_stale_snapshot_that_allows_it():
+    snapshot = tree(service(current=FIVE, ready=FIVE_READY, quorum=1))
+    assert decided(snapshot).action == TAKE_SLOT
+    assert_decision(decided(snapshot, connected=False), WAIT, "not connected")
+    assert_decision(decided(None, connected=False), WAIT, "not connected")
+
+
+def test_an_independent_service_rolls_beside_the_head_in_a_parallel_rollout():
+    snapshot = tree(service("db", current="h2=1.0 h3=1.0", ready="h2"), service(current=FIVE, ready=FIVE_READY, quorum=1),
+                    parallel=True)
+    assert rollout_stage(snapshot, "app") == "rolling"
+    assert_decision(decided(snapshot), TAKE_SLOT, "slot allowed", version="2.0")
+
+
+def test_a_complete_dependency_still_in_the_queue_lets_its_dependant_roll_in_parallel():
+    snapshot = tree(service("db", current="h2=2.0 h3=2.0"), service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]),
+                    queue=["db", "app"], parallel=True)
+    assert rollout_stage(snapshot, "app") == "rolling"
+    assert decided(snapshot).action == TAKE_SLOT
+
+
+def test_the_same_tree_without_parallel_keeps_the_dependant_behind_the_head():
+    snapshot = tree(service("db", current="h2=2.0 h3=2.0"), service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]),
+                    queue=["db", "app"])
+    assert rollout_stage(snapshot, "app") == "pending"
+    assert_decision(decided(snapshot), WAIT, "not at the head of the deploy queue", "behind db")
+
+
+def test_a_service_that_left_the_queue_does_not_crash_the_decision_of_a_straggler():
+    # app finished while h1 was away with its old instance still running; db is the head now.
+    for queue in (["db"], []):
+        snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=1), service("db", current="h4=1.0"), queue=queue)
+        assert rollout_stage(snapshot, "app") == "finished"
+        assert_decision(decided(snapshot), WAIT, "app", "no longer in the deploy queue")
+
+
+# Registration follows the local health verdict (rise/fall is HealthTracker's).
+REGISTRATION_CASES = [
+    pytest.param("", local(healthy=True), REGISTER, ["register app 1.0 as healthy"], id="a_healthy_instance_registers"),
+    pytest.param("h1=0.9", local(healthy=True), REGISTER, ["register app 1.0"], id="a_registration_with_another_version_is_rewritten"),
+    pytest.param("h1=1.0", local(healthy=False), DEREGISTER, ["health check of app 1.0 failing", "deregister"],
+                 id="an_instance_that_fell_deregisters"),
+    pytest.param("", local(healthy=False), WAIT, ["app 1.0 is not healthy yet"], id="an_instance_not_yet_risen_waits"),
+    pytest.param("h1=1.0", local(running=None, healthy=False, version="1.0"), DEREGISTER, ["not running", "deregister"],
+                 id="an_instance_that_died_deregisters_before_anything_else"),
+]
+
+
+@pytest.mark.parametrize("current, view, action, facts", REGISTRATION_CASES)
+def test_registration_follows_health(current, view, action, facts):
+    snapshot = tree(service(current=current + " h2=1.0 h3=1.0", quorum=1))
+    assert_decision(decided(snapshot, view), action, *facts)
+
+
+def test_a_healthy_instance_registers_even_without_a_rollout():
+    snapshot = tree(service(current="h2=1.0", staged=False), state=None)
+    assert_decision(decided(snapshot), REGISTER, "register app 1.0", version="1.0")
+    assert_decision(decided(tree(service(current="h1=1.0 h2=1.0", staged=False), state=None)), WAIT, "idle: no rollout of app")
+
+
+# Preparing a release: download + verify + unpack, then the ready queue.
+def test_a_new_staging_entry_is_downloaded_first():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", quorum=1))
+    assert_decision(decided(snapshot, local(prepared="1.0")), PREPARE, "download and verify app 2.0", version="2.0")
+
+
+def test_a_verified_release_joins_the_ready_queue():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", quorum=1))
+    assert_decision(decided(snapshot), JOIN_READY, "verified and unpacked", "join the ready queue", version="2.0")
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_a_release_is_prepared_and_queued_while_paused_too_since_that_takes_no_slot(state):
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", quorum=1), state=state)
+    assert decided(snapshot, local(prepared="1.0")).action == PREPARE
+    assert decided(snapshot).action == JOIN_READY
+
+
+def test_a_host_whose_release_is_not_verified_never_takes_a_slot_even_at_the_head_of_the_line():
+    snapshot = tree(service(current=FIVE, ready=FIVE_READY, quorum=1))
+    assert decided(snapshot).action == TAKE_SLOT
+    assert decided(snapshot, local(prepared="1.0")).action == PREPARE
+
+
+def test_a_wrong_checksum_halts_the_service_and_switches_nothing():
+    snapshot = tree(service(current=FIVE, ready="h2 h3 h4 h5", quorum=1, failed="h1=verify"))
+    assert_decision(decided(snapshot, local(prepared="1.0")), WAIT, "halted here", "failed at verify", "waiting for a retry")
+    for host in ("h2", "h3"):
+        assert_decision(decided(snapshot, host=host), WAIT, "halted by the failure on h1")
+
+
+# A switch in progress resumes from its persisted step, whatever the tree says.
+@pytest.mark.parametrize("phase, step", [("switching", "slot_taken"), ("switching", "started"), ("rolling_back", "failed")])
+@pytest.mark.parametrize("connected", [True, False])
+def test_an_unfinished_switch_is_resumed(phase, step, connected):
+    view = local(running=None, healthy=False, phase=phase, step=step, previous="1.0", target="2.0")
+    assert_decision(decided(tree(service(current="h2=1.0", quorum=1), state="aborted"), view, connected=connected),
+                    RESUME, "resume the unfinished %s (step %s) towards 2.0" % (phase, step), version="2.0")
+
+
+# Completion: every online instance on target, no slot held, the head of the queue.
+COMPLETION_CASES = [
+    pytest.param(dict(current="h1=2.0 h2=2.0", offline="h3"), {}, COMPLETE,
+                 ["every online instance of app runs 2.0", "remove it from the deploy queue"], id="offline_hosts_do_not_hold_it_back"),
+    pytest.param(dict(current="h1=2.0 h2=1.0"), {}, WAIT, ["on target app 2.0"], id="one_instance_still_on_the_old_version"),
+    pytest.param(dict(current="h1=2.0 h2=2.0", slots="h3"), {}, WAIT, ["on target"], id="a_slot_is_still_held"),
+    pytest.param(dict(current="h1=2.0 h2=2.0"), dict(state="paused"), WAIT, ["on target"], id="the_rollout_is_paused"),
+    pytest.param(dict(current="h1=2.0 h2=2.0", failed="h3"), {}, WAIT, ["on target"], id="a_host_failed"),
+]
+
+
+@pytest.mark.parametrize("release, top, action, facts", COMPLETION_CASES)
+def test_completion(release, top, action, facts):
+    snapshot = tree(service(quorum=1, **release), **top)
+    assert_decision(decided(snapshot, local(running="2.0")), action, *facts)
+
+
+def test_only_the_head_completes_in_a_sequential_rollout():
+    snapshot = tree(service("db", current="h4=1.0"), service(current="h1=2.0 h2=2.0", quorum=1), queue=["db", "app"])
+    assert_decision(decided(snapshot, local(running="2.0")), WAIT, "on target")
+
+
+def test_a_host_on_target_leaves_the_ready_queue():
+    snapshot = tree(service(current="h1=2.0 h2=1.0", ready="h1 h2", quorum=1))
+    assert_decision(decided(snapshot, local(running="2.0")), LEAVE_READY, "runs the target 2.0", "leave the ready queue")
+
+
+# Leftover slots.
+def test_a_slot_whose_owner_is_back_and_idle_is_released():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", slots="h1", ready="h1", quorum=1))
+    assert_decision(decided(snapshot), RELEASE_SLOT, "left from an interrupted run", "release it")
+
+
+def test_a_leftover_slot_is_released_only_after_re_registering():
+    snapshot = tree(service(current="h2=1.0 h3=1.0", slots="h1", quorum=1))
+    assert decided(snapshot).action == REGISTER
+
+
+def test_a_slot_a_controller_holds_for_this_host_is_not_released_by_the_agent():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", slots="h1=controller:ctl1", ready="h1", quorum=1))
+    assert_decision(decided(snapshot), WAIT, "controller:ctl1")
+
+
+# Starting an instance that is down: target if rolling or finished, else most popular, else last.
+START_CASES = [
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", offline="h1", quorum=1)), "1.0 2.0", START,
+                 ["start 2.0", "the target of rollout r1 (rolling)"], "2.0", id="the_target_while_its_service_rolls"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", offline="h1", quorum=1), state="paused"), "1.0 2.0", START,
+                 ["start 2.0"], "2.0", id="the_target_while_paused_since_a_down_host_costs_no_quorum"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", offline="h1", quorum=1)), "1.0", PREPARE,
+                 ["download 2.0", "to start it"], "2.0", id="the_target_is_downloaded_first"),
+    pytest.param(tree(service(current="h2=2.0 h3=2.0", offline="h1", quorum=1), queue=[], state="done"), "1.0 2.0", START,
+                 ["start 2.0", "(finished)"], "2.0", id="the_target_once_its_service_finished"),
+    pytest.param(tree(service("db", current="h4=1.0"), service(current="h2=1.0 h3=1.0 h4=1.5", offline="h1", quorum=1),
+                      queue=["db", "app"]), "1.0 1.5 2.0", START, ["start 1.0", "most popular version of app"], "1.0",
+                 id="the_most_popular_version_while_its_service_waits_behind_another"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", offline="h1", quorum=1), state="aborted"), "1.0 2.0", START,
+                 ["start 1.0", "most popular"], "1.0", id="the_most_popular_version_once_the_rollout_is_aborted"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", offline="h1", failed="h4", quorum=1)), "1.0 2.0", START,
+                 ["start 1.0", "most popular"], "1.0", id="the_most_popular_version_while_a_failure_halts_the_service"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0", failed="h1", quorum=1)), "1.0 2.0", START,
+                 ["start 1.0", "most popular"], "1.0", id="the_most_popular_version_on_a_host_whose_upgrade_failed"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.0 h4=1.5", offline="h1", staged=False), state=None), "1.0 1.5", START,
+                 ["start 1.0", "most popular"], "1.0", id="the_most_popular_version_without_a_rollout"),
+    pytest.param(tree(service(current="h2=1.0 h3=1.5 h4=1.5", offline="h1", staged=False), state=None), "1.0 0.9", START,
+                 ["start 1.0", "most popular"], "1.0", id="the_most_popular_version_among_those_on_disk"),
+    pytest.param(tree(service(offline="h1 h2", staged=False), state=None), "0.9 1.0", START,
+                 ["start 1.0", "the last version this host ran"], "1.0", id="the_last_version_when_none_is_registered"),
+    pytest.param(tree(service(offline="h1 h2", staged=False), state=None), "0.9", WAIT,
+                 ["instance down", "no usable version of app on disk"], None, id="nothing_usable_on_disk"),
+]
+
+
+@pytest.mark.parametrize("snapshot, prepared, action, facts, version", START_CASES)
+def test_a_host_whose_instance_is_down_starts(snapshot, prepared, action, facts, version):
+    assert_decision(decided(snapshot, local(running=None, healthy=False, version="1.0", prepared=prepared)), action, *facts, version=version)
+
+
+def test_a_popularity_tie_goes_to_the_lower_version():
+    snapshot = tree(service(current="h2=1.0 h3=1.1", offline="h1", staged=False), state=None)
+    assert decided(snapshot, local(running=None, version="0.1", prepared="1.0 1.1")).version == "1.0"
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_a_lost_session_still_starts_the_last_version(state):
+    snapshot = tree(service(current="h2=2.0 h3=2.0", offline="h1", quorum=1), state=state)
+    view = local(running=None, healthy=False, version="1.0", prepared="1.0 2.0")
+    assert_decision(decided(snapshot, view, connected=False), START, "the last version this host ran", version="1.0")
+
+
+def test_a_running_instance_is_never_stopped_to_follow_the_start_rule():
+    # Most of the fleet runs 2.0 and the rollout is done; h1 keeps its healthy 1.0 instance.
+    snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", quorum=1), queue=[], state="done")
+    assert_decision(decided(snapshot), WAIT, "rollout r1 is done")
+
+
+# on_failure: rollback: hosts already on the target take turns to go back, quorum-respecting.
+ROLLBACK_CASES = [
+    pytest.param("h1", dict(), ROLLBACK, ["slot allowed", "keeps 3 healthy"], id="the_first_upgraded_host_goes_back"),
+    pytest.param("h2", dict(), WAIT, ["h2 is number 2 in line", "budget 1"], id="the_others_wait_their_turn"),
+    pytest.param("h1", dict(quorum=4), WAIT, ["budget 0", "4 healthy, quorum 4"], id="the_quorum_still_holds"),
+    pytest.param("h1", dict(on_failure="halt"), WAIT, ["on target app 2.0"], id="halt_leaves_upgraded_hosts_alone"),
+]
+
+
+@pytest.mark.parametrize("host, release, action, facts", ROLLBACK_CASES)
+def test_rollback_after_a_failure(host, release, action, facts):
+    settings = dict(current="h1=2.0 h2=2.0 h3=1.0 h4=1.0", failed="h3", quorum=1, on_failure="rollback")
+    settings.update(release)
+    view = local(running="2.0", previous="1.0", prepared="1.0 2.0")
+    assert_decision(decided(tree(service(**settings)), view, host=host), action, *facts, version="1.0" if action == ROLLBACK else None)
+
+
+@pytest.mark.parametrize("state", ["paused", "aborted"])
+def test_a_paused_or_aborted_rollout_takes_no_rollback_slot_either(state):
+    snapshot = tree(service(current="h1=2.0 h2=2.0 h3=1.0 h4=1.0", failed="h3", quorum=1, on_failure="rollback"), state=state)
+    assert decided(snapshot, local(running="2.0", previous="1.0")).action == WAIT
+
+
+def test_a_release_of_another_rollout_is_not_acted_upon():
+    snapshot = tree(service(current=FIVE, ready=FIVE_READY, quorum=1, rollout="r0"))
+    assert_decision(decided(snapshot), WAIT, "idle: no rollout of app")

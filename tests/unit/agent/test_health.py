@@ -1,0 +1,188 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Health checks: single probes (command or HTTP) and the rise/fall verdict built on them."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import HealthCheck, ServiceConfig
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.health import HealthTracker
+
+
+def tracker(**check):
+    """A HealthTracker of service app with a fast HealthCheck (``check`` overrides its fields)."""
+    settings = dict(interval=0.01, timeout=1.0, rise=2, fall=2, deadline=5.0)
+    settings.update(check)
+    return HealthTracker(ServiceConfig(name="app", install_dir="/opt/app", command=("run",), health=HealthCheck(**settings)))
+
+
+# Hysteresis: "+" a passing probe, "-" a failing one; the verdict after each, 1 healthy, 0 not.
+HYSTERESIS = [
+    ("+", "0", 2, 2),
+    ("++", "01", 2, 2),
+    ("++-", "011", 2, 2),
+    ("++--", "0110", 2, 2),
+    ("++-+-+-", "0111111", 2, 2),
+    ("+-+-+-", "000000", 2, 2),
+    ("+++---", "001110", 3, 3),
+    ("+-", "10", 1, 1),
+    ("++---+", "011100", 2, 3),
+]
+
+
+@pytest.mark.parametrize("results, verdicts, rise, fall", HYSTERESIS)
+def test_rise_consecutive_passes_make_it_healthy_and_fall_consecutive_failures_unhealthy(results, verdicts, rise, fall):
+    health = tracker(rise=rise, fall=fall)
+    assert "".join(str(int(health.observe(result == "+"))) for result in results) == verdicts
+
+
+def test_a_new_instance_starts_unhealthy_and_no_instance_resets_the_history():
+    health = tracker(command=("true",), rise=1)
+    assert health.healthy is False
+    assert health.update("1.0") is True
+    assert health.update(None) is False
+    assert (health.healthy, health.passes, health.failures) == (False, 0, 0)
+
+
+# Command checks: argv from the local config, with validated placeholders.
+@pytest.mark.parametrize("command, version, passed", [
+    (("true",), "1.0", True),
+    (("false",), "1.0", False),
+    (("test", "{version}", "=", "2.0"), "2.0", True),
+    (("test", "{version}", "=", "2.0"), "1.0", False),
+    (("test", "{version_dir}", "=", "/opt/app/versions/2.0"), "2.0", True),
+    (("/nonexistent/zkrollout-check",), "1.0", False),
+])
+def test_a_command_probe_passes_on_exit_status_zero(command, version, passed):
+    assert tracker(command=command).probe(version) is passed
+
+
+def test_a_command_probe_that_hangs_fails_at_its_timeout():
+    started = time.monotonic()
+    assert tracker(command=("sleep", "10"), timeout=0.2).probe("1.0") is False
+    assert time.monotonic() - started < 3
+
+
+def test_a_command_check_rises_and_falls_with_the_instance(tmp_path):
+    up = tmp_path / "up"
+    health = tracker(command=("test", "-e", str(up)), rise=2, fall=2)
+    up.touch()
+    assert [health.update("1.0") for _ in range(3)] == [False, True, True]
+    up.unlink()
+    assert [health.update("1.0") for _ in range(2)] == [True, False]
+
+
+# HTTP checks against a real server on 127.0.0.1.
+class HealthEndpoint(object):
+    """An HTTP server on 127.0.0.1:0 whose /health answers ``status`` after ``delay`` seconds."""
+
+    def __init__(self):
+        self.status = 200
+        self.delay = 0.0
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server dispatches to
+                time.sleep(endpoint.delay)
+                self.send_response(endpoint.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args):
+                """No request lines on the test output."""
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/health" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def endpoint():
+    served = HealthEndpoint()
+    yield served
+    served.close()
+
+
+@pytest.mark.parametrize("status, passed", [(200, True), (204, True), (500, False), (503, False), (404, False)])
+def test_an_http_probe_passes_on_a_2xx_answer(endpoint, status, passed):
+    endpoint.status = status
+    assert tracker(http=endpoint.url).probe("1.0") is passed
+
+
+def test_an_http_check_rises_and_falls_with_the_endpoint(endpoint):
+    health = tracker(http=endpoint.url, rise=2, fall=3)
+    assert [health.update("1.0") for _ in range(2)] == [False, True]
+    endpoint.status = 503
+    assert [health.update("1.0") for _ in range(3)] == [True, True, False]
+    endpoint.status = 200
+    assert [health.update("1.0") for _ in range(2)] == [False, True]
+
+
+def test_an_http_probe_fails_when_nothing_listens(endpoint):
+    url = endpoint.url
+    endpoint.close()
+    assert tracker(http=url).probe("1.0") is False
+
+
+def test_an_http_probe_that_answers_too_late_fails(endpoint):
+    endpoint.delay = 1.0
+    assert tracker(http=endpoint.url, timeout=0.2).probe("1.0") is False
+
+
+def test_an_http_probe_never_goes_through_a_proxy_from_the_environment(endpoint, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracker(http=endpoint.url).probe("1.0") is True
+
+
+# wait_healthy: the health gate of a switch.
+def test_wait_healthy_returns_once_rise_consecutive_probes_pass(endpoint):
+    healthy, reason = tracker(http=endpoint.url, rise=3).wait_healthy("2.0", lambda: True)
+    assert healthy is True and reason == "3 consecutive health checks passed"
+
+
+def test_wait_healthy_gives_up_at_the_deadline():
+    started = time.monotonic()
+    healthy, reason = tracker(command=("false",), deadline=0.3, interval=0.05).wait_healthy("2.0", lambda: True)
+    elapsed = time.monotonic() - started
+    assert healthy is False and reason == "no 2 consecutive passing health checks within 0.3s"
+    assert 0.3 <= elapsed < 2
+
+
+def test_wait_healthy_gives_up_as_soon_as_the_process_exits():
+    probes = []
+    health = tracker(command=("false",), deadline=30, interval=0.01)
+    health.probe = lambda version: probes.append(version) or False
+    alive = iter([True, True])
+    started = time.monotonic()
+    healthy, reason = health.wait_healthy("2.0", lambda: next(alive, False))
+    assert healthy is False and reason == "the process of app 2.0 exited during its health check"
+    assert probes == ["2.0", "2.0"] and time.monotonic() - started < 2
+
+
+def test_wait_healthy_stops_when_the_agent_stops():
+    stop = threading.Event()
+    stop.set()
+    healthy, reason = tracker(command=("false",), deadline=30).wait_healthy("2.0", lambda: True, stop)
+    assert healthy is False and reason == "the agent is stopping"
+
+
+def test_wait_healthy_forgets_the_verdict_of_the_previous_instance():
+    # Without the reset, one failure (below fall) would leave the old "healthy" standing.
+    health = tracker(command=("true",), rise=2, fall=2, deadline=0.1)
+    assert [health.update("1.0") for _ in range(2)] == [False, True]
+    health.probe = lambda version: False
+    assert health.wait_healthy("2.0", lambda: True)[0] is False

@@ -1,0 +1,101 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Prometheus text endpoint: gauges per service, counters per action, escaped labels."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.metrics import MetricsServer, render_metrics
+
+# One sample line of the text exposition format: name{label="value",...} number.
+SAMPLE = re.compile(r'\A[a-zA-Z_:][a-zA-Z0-9_:]*\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*\} -?[0-9.e+]+\Z')
+
+
+def status(host="web-01", connection="CONNECTED"):
+    """A status dict shaped like the one Agent._write_status builds."""
+    return {
+        "host": host,
+        "connection": connection,
+        "updated": 1700000000.5,
+        "services": {
+            "app": {"running": "2.0", "healthy": True, "prepared": ["1.0", "2.0"],
+                    "progress": {"phase": "switching", "step": "started"},
+                    "decision": {"action": "resume", "reason": "resume the unfinished switching", "at": 1700000000.25}},
+            "db": {"running": None, "healthy": False, "prepared": [], "progress": {}, "decision": None},
+        },
+        "decisions_total": {"wait": 41, "take_slot": 1},
+    }
+
+
+def samples(text):
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_every_metric_is_a_documented_gauge_or_counter_with_one_line_per_service():
+    text = render_metrics(status())
+    assert text.endswith("\n")
+    assert samples(text) == [
+        'zkrollout_agent_connected{host="web-01"} 1',
+        'zkrollout_service_info{host="web-01",service="app",version="2.0"} 1',
+        'zkrollout_service_healthy{host="web-01",service="app"} 1',
+        'zkrollout_service_healthy{host="web-01",service="db"} 0',
+        'zkrollout_service_switching{host="web-01",service="app"} 1',
+        'zkrollout_service_switching{host="web-01",service="db"} 0',
+        'zkrollout_last_decision_timestamp_seconds{host="web-01",service="app"} 1700000000.25',
+        'zkrollout_last_decision_timestamp_seconds{host="web-01",service="db"} 0',
+        'zkrollout_decisions_total{host="web-01",action="take_slot"} 1',
+        'zkrollout_decisions_total{host="web-01",action="wait"} 41',
+    ]
+    for line in samples(text):
+        assert SAMPLE.match(line), line
+    families = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)
+    assert families == [("zkrollout_agent_connected", "gauge"), ("zkrollout_service_info", "gauge"), ("zkrollout_service_healthy", "gauge"),
+                        ("zkrollout_service_switching", "gauge"), ("zkrollout_last_decision_timestamp_seconds", "gauge"),
+                        ("zkrollout_decisions_total", "counter")]
+    assert re.findall(r"^# HELP (\S+) ", text, re.M) == [name for name, _ in families]
+
+
+@pytest.mark.parametrize("connection", ["SUSPENDED", "LOST", "NOT STARTED"])
+def test_a_session_that_is_not_connected_reads_0(connection):
+    assert 'zkrollout_agent_connected{host="web-01"} 0' in render_metrics(status(connection=connection))
+
+
+def test_a_service_that_is_not_running_has_no_version_line():
+    assert 'service="db",version=' not in render_metrics(status())
+
+
+@pytest.mark.parametrize("host, label", [
+    ('we"b', 'we\\"b'),
+    ("we\\b", "we\\\\b"),
+    ("we\nb", "we\\nb"),
+])
+def test_label_values_are_escaped(host, label):
+    text = render_metrics(status(host=host))
+    assert 'zkrollout_agent_connected{host="%s"} 1' % label in text
+    for line in samples(text):
+        assert SAMPLE.match(line), line
+
+
+def test_an_empty_status_before_the_first_iteration_still_renders():
+    assert samples(render_metrics({})) == ['zkrollout_agent_connected{host=""} 0']
+
+
+def test_the_server_serves_metrics_on_loopback_and_nothing_else():
+    server = MetricsServer(status, bind="127.0.0.1", port=0).start()
+    try:
+        base = "http://127.0.0.1:%d" % server.port
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(base + "/metrics", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "text/plain; version=0.0.4"
+            assert response.read().decode() == render_metrics(status())
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            opener.open(base + "/", timeout=5)
+        assert raised.value.code == 404
+    finally:
+        server.stop()
