@@ -48,8 +48,8 @@ def main(argv=None):
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="zkrollout-agent", description="Host agent of zkrollout.dc rolling upgrades.")
     parser.add_argument("--config", default=os.environ.get("ZKROLLOUT_AGENT_CONFIG", DEFAULT_CONFIG), help="agent config (JSON)")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "once", "status"],
-                        help="run the loop (default), do one iteration and exit, or show the last status")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "once", "status", "check"],
+                        help="run the loop (default), do one iteration and exit, show the last status, or only check the config")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -58,6 +58,9 @@ def main(argv=None):
     except ConfigError as exc:
         print("zkrollout-agent: %s" % exc, file=sys.stderr)
         return 2
+    if args.command == "check":
+        print("%s: valid config for host %s, services %s" % (args.config, config.host, ", ".join(config.service_names)))
+        return 0
     if args.command == "status":
         return _status(config, args.json)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
