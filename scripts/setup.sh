@@ -46,6 +46,16 @@ install_venv() {
   echo "$want" >"$stamp"
 }
 
+download_host_wheels() {
+  # Test hosts in network namespaces have no route to a package index: the agent role installs
+  # kazoo there from this directory, the way an air-gapped site would.
+  local wheels="$build/wheels"
+  if ! ls "$wheels"/kazoo-*.whl >/dev/null 2>&1; then
+    say "downloading the kazoo wheel for test hosts into $wheels"
+    "$venv/bin/python" -m pip download -q --no-deps -d "$wheels" "$(grep -i '^kazoo==' "$repo/requirements/requirements.txt")"
+  fi
+}
+
 link_collection() {
   # Ansible finds the collection through ANSIBLE_COLLECTIONS_PATH=$build/collections (set by
   # scripts/env.sh), so the checkout is used in place and no user-wide path is changed.
@@ -70,6 +80,7 @@ install_pip_bootstrap_stand_in() {
 
 install_apt_packages
 install_venv
+download_host_wheels
 link_collection
 install_pip_bootstrap_stand_in
 say "setup done"

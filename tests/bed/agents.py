@@ -36,7 +36,7 @@ class AgentFleet(object):
         self.services = services
         self.loop_wait = loop_wait
         self.session_timeout = session_timeout
-        self.health = dict(interval=0.1, timeout=0.5, rise=2, fall=2, deadline=8.0, **(health or {}))
+        self.health = dict(dict(interval=0.1, timeout=0.5, rise=2, fall=2, deadline=8.0), **(health or {}))
         self.bind = bind
         self.processes = {}
 
@@ -121,9 +121,26 @@ class AgentFleet(object):
         state = self.local_state(host)
         return [state.get(name).pid for name in self.services if state.get(name).pid]
 
+    def processes_running_from(self, host):
+        """Pids of processes whose command line names ``host``'s install directories.
+
+        Finds a demo service started by an agent that was killed before it recorded the pid.
+        """
+        marker = os.path.join(self.workdir, host, "opt").encode() + b"/"
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                        if marker in handle.read():
+                            found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
     def kill_services(self, host):
         """SIGKILL the demo services of ``host`` (a machine going down with its processes)."""
-        for pid in self.service_pids(host):
+        for pid in set(self.service_pids(host)) | set(self.processes_running_from(host)):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -136,7 +153,7 @@ class AgentFleet(object):
 
     def stop(self):
         """Stop every agent (SIGCONT first, in case one is frozen) and every demo service."""
-        for host, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is None:
                 for sig in (signal.SIGCONT, signal.SIGTERM):
                     os.kill(process.pid, sig)

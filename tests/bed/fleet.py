@@ -2,7 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A fleet of test hosts: Linux network namespaces on a bridge, each with its own sshd.
 
-``NetnsFleet(size)`` creates, in one private /24 that it owns (default 10.231.77.0/24):
+``NetnsFleet(size)`` creates, in one private /24 that it owns (default 10.231.77.0/24), with
+names starting with its prefix (default ``zkr``, so fleets with other prefixes and subnets can
+coexist):
 
 - a bridge ``zkr-br`` holding ``.1``, the address where the controller side serves the hosts
   (ZooKeeper, the artifact server);
@@ -31,8 +33,7 @@ import subprocess
 import tempfile
 import time
 
-PREFIX = "zkr"
-BRIDGE = PREFIX + "-br"
+DEFAULT_PREFIX = "zkr"
 DEFAULT_SUBNET = "10.231.77"
 SSHD = "/usr/sbin/sshd"
 
@@ -50,14 +51,14 @@ def _ip(*args, check=True):
     return result.stdout
 
 
-def our_namespaces():
-    """Namespaces named like a fleet's (``zkr-...``)."""
-    return [line.split()[0] for line in _ip("netns", "list").splitlines() if line.startswith(PREFIX + "-")]
+def our_namespaces(prefix=DEFAULT_PREFIX):
+    """Namespaces named like a fleet's (``<prefix>-...``)."""
+    return [line.split()[0] for line in _ip("netns", "list").splitlines() if line.startswith(prefix + "-")]
 
 
-def clean_leftovers():
-    """Remove namespaces, veths and the bridge that an earlier fleet left (by their names)."""
-    for namespace in our_namespaces():
+def clean_leftovers(prefix=DEFAULT_PREFIX):
+    """Remove namespaces, veths and the bridge that an earlier fleet with ``prefix`` left (by their names)."""
+    for namespace in our_namespaces(prefix):
         for pid in _ip("netns", "pids", namespace, check=False).split():
             try:
                 os.kill(int(pid), signal.SIGKILL)
@@ -66,7 +67,7 @@ def clean_leftovers():
         _ip("netns", "del", namespace, check=False)
     for line in _ip("-o", "link", "show").splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(PREFIX + "-"):
+        if name.startswith(prefix + "-"):
             _ip("link", "del", name, check=False)
 
 
@@ -75,8 +76,8 @@ class Host(object):
 
     def __init__(self, fleet, number):
         self.name = "h%d" % number
-        self.namespace = "%s-%s" % (PREFIX, self.name)
-        self.veth = "%s-v%d" % (PREFIX, number)
+        self.namespace = "%s-%s" % (fleet.prefix, self.name)
+        self.veth = "%s-v%d" % (fleet.prefix, number)
         self.address = "%s.%d" % (fleet.subnet, 10 + number)
         self.directory = os.path.join(fleet.workdir, self.name)
         self.sshd = None
@@ -88,11 +89,15 @@ class Host(object):
 class NetnsFleet(object):
     """``size`` hosts in network namespaces; see the module docstring."""
 
-    def __init__(self, size, workdir=None, subnet=DEFAULT_SUBNET):
+    def __init__(self, size, workdir=None, subnet=DEFAULT_SUBNET, prefix=DEFAULT_PREFIX):
         if not 1 <= size <= 200:
             raise FleetError("a fleet has 1 to 200 hosts, not %d" % size)
+        if not prefix.isalnum() or len(prefix) > 6:
+            raise FleetError("a fleet prefix is 1 to 6 letters or digits (interface names are short), not %r" % prefix)
         self.size = size
         self.subnet = subnet
+        self.prefix = prefix
+        self.bridge = prefix + "-br"
         self.gateway = "%s.1" % subnet
         self.requested_workdir = workdir
         self.workdir = None
@@ -124,7 +129,7 @@ class NetnsFleet(object):
         for line in _ip("-o", "-4", "addr", "show").splitlines():
             fields = line.split()
             interface, address = fields[1], fields[3]
-            if address.startswith(self.subnet + ".") and not interface.startswith(PREFIX + "-"):
+            if address.startswith(self.subnet + ".") and not interface.startswith(self.prefix + "-"):
                 raise FleetError("the test fleet's subnet %s.0/24 is already used by %s (%s); free it or pass another subnet"
                                  % (self.subnet, interface, address))
 
@@ -132,15 +137,15 @@ class NetnsFleet(object):
         """Build the fleet and wait until every sshd accepts connections."""
         self._check_prerequisites()
         self._check_subnet_free()
-        clean_leftovers()
+        clean_leftovers(self.prefix)
         self.workdir = self.requested_workdir or tempfile.mkdtemp(prefix="zkrollout-fleet-")
         os.makedirs(self.workdir, exist_ok=True)
         _live_fleets.append(self)
         try:
             self._keys()
-            _ip("link", "add", BRIDGE, "type", "bridge")
-            _ip("addr", "add", "%s/24" % self.gateway, "dev", BRIDGE)
-            _ip("link", "set", BRIDGE, "up")
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", "%s/24" % self.gateway, "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
             for number in range(1, self.size + 1):
                 host = Host(self, number)
                 self.hosts.append(host)
@@ -169,7 +174,7 @@ class NetnsFleet(object):
         os.makedirs(host.directory, exist_ok=True)
         _ip("netns", "add", host.namespace)
         _ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
-        _ip("link", "set", host.veth, "master", BRIDGE, "up")
+        _ip("link", "set", host.veth, "master", self.bridge, "up")
         _ip("-n", host.namespace, "addr", "add", "%s/24" % host.address, "dev", "eth0")
         _ip("-n", host.namespace, "link", "set", "eth0", "up")
         _ip("-n", host.namespace, "link", "set", "lo", "up")
@@ -272,7 +277,7 @@ class NetnsFleet(object):
                     host.sshd.wait(5)
             _ip("netns", "del", host.namespace, check=False)
             _ip("link", "del", host.veth, check=False)
-        _ip("link", "del", BRIDGE, check=False)
+        _ip("link", "del", self.bridge, check=False)
         self.hosts = []
         if self.workdir and not self.requested_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
