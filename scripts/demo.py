@@ -1,12 +1,12 @@
-"""`make demo`: a real rollout on this machine, with a live view.
+"""`make demo`: a real rollout on a fleet of test hosts, with a live view.
 
-Starts a real ZooKeeper, builds demo-service artifacts (v1, v2) and serves them, starts six
-agent processes (each one a host with its own services A, B and C on loopback ports), seeds
-A -> B -> C through `ansible-playbook playbooks/rollout.yml`, then shows the hosts upgrading
-themselves until the rollout is done, the final `playbooks/status.yml` table, and what the
-independent monitor measured: the minimum healthy instances per service against its quorum.
-Everything it starts is stopped and its work directory removed, also on Ctrl-C or failure;
-`make demo-clean` removes what an interrupted run (kill -9) left behind.
+Builds six test hosts as Linux network namespaces (each with its own address and sshd), a real
+ZooKeeper and an artifact server on their bridge, installs the agent on every host with the role
+zkrollout.dc.agent over SSH (`playbooks/agents.yml`), seeds A -> B -> C through
+`ansible-playbook playbooks/rollout.yml`, then shows the hosts upgrading themselves until the
+rollout is done, the final `playbooks/status.yml` table, and what the independent monitor
+measured: the minimum healthy instances per service against its quorum. Everything it starts is
+stopped and removed, also on Ctrl-C or failure; `make demo-clean` removes what a killed run left.
 """
 
 from __future__ import annotations
@@ -15,28 +15,29 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIR = os.path.join(REPO, "build", "demo")
-HOSTS = ["h1", "h2", "h3", "h4", "h5", "h6"]
-# Service -> (first port, quorum, max_parallel, depends_on): three tiers with different budgets.
-SERVICES = {"A": (19100, 4, 2, []), "B": (19200, "50%", 1, ["A"]), "C": (19300, 4, 2, ["B"])}
+LOGS = os.path.join(REPO, "build", "demo-logs")
+# The demo's fleet has its own names and /24, apart from the test suite's.
+PREFIX, SUBNET = "zkd", "10.231.79"
+HOSTS = 6
+# Service -> (quorum, max_parallel, depends_on): three tiers with different budgets.
+SERVICES = {"A": (4, 2, []), "B": ("50%", 1, ["A"]), "C": (4, 2, ["B"])}
 ROOT = "/dc"
-TIMEOUT = 300
+TIMEOUT = 600
 
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
 from ansible_collections.zkrollout.dc.plugins.module_utils import layout, snapshot, status, zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.plan import resolve_quorum  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.render import host_lines, service_lines  # noqa: E402
-from ansible_collections.zkrollout.dc.tests.bed.agents import AgentFleet  # noqa: E402
-from ansible_collections.zkrollout.dc.tests.bed.artifacts import ArtifactServer, build_artifacts  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed.fleet import clean_leftovers as clean_fleet  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor  # noqa: E402
-from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
 
 
 def say(message):
@@ -44,74 +45,53 @@ def say(message):
 
 
 def clean_leftovers():
-    """Stop what an interrupted demo left (pids recorded under build/demo) and remove the directory."""
-    for state_file in _state_files():
-        with open(state_file) as handle:
-            for service in json.load(handle).get("services", {}).values():
-                _kill_if_ours(service.get("pid"))
-    pid_file = os.path.join(WORKDIR, "agents.pids")
-    if os.path.exists(pid_file):
-        with open(pid_file) as handle:
-            for line in handle:
-                _kill_if_ours(int(line))
+    """Remove what an interrupted demo left: its namespaces (and every process in them) and its directory."""
+    clean_fleet(PREFIX)
     shutil.rmtree(WORKDIR, ignore_errors=True)
 
 
-def _state_files():
-    if not os.path.isdir(WORKDIR):
-        return []
-    return [os.path.join(WORKDIR, host, "state", "state.json") for host in os.listdir(WORKDIR)
-            if os.path.exists(os.path.join(WORKDIR, host, "state", "state.json"))]
-
-
-def _kill_if_ours(pid):
-    """SIGKILL ``pid`` only if its command line points into the demo's work directory."""
-    if not pid:
-        return
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            if WORKDIR.encode() not in handle.read():
-                return
-        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
-
-
-def release_file(server, artifacts):
+def release_file(environment):
     """The release the demo seeds, written as an Ansible extra-vars file."""
-    services = []
-    for name, (_, quorum, max_parallel, depends_on) in SERVICES.items():
-        target = artifacts[name]["2.0.0"]
-        services.append({"name": name, "version": "2.0.0", "artifact": {"url": server.url(target.filename), "sha256": target.sha256},
-                         "quorum": quorum, "max_parallel": max_parallel, "depends_on": depends_on})
+    services = [{"name": name, "version": "2.0.0", "artifact": environment.artifact(name, "2.0.0"), "quorum": quorum,
+                 "max_parallel": max_parallel, "depends_on": depends_on}
+                for name, (quorum, max_parallel, depends_on) in SERVICES.items()]
     path = os.path.join(WORKDIR, "release.json")
     with open(path, "w") as out:
         json.dump({"zkrollout_release": {"id": "demo-%s" % time.strftime("%Y%m%d-%H%M%S"), "services": services}}, out, indent=1)
     return path
 
 
-def playbook(name, zk_hosts, *extra):
+def playbook(name, *extra):
     """Run one of the collection's playbooks for real; its output goes to the terminal."""
-    command = ["ansible-playbook", os.path.join(REPO, "playbooks", name), "-e", "zkrollout_zk_hosts=%s" % zk_hosts,
-               "-e", "zkrollout_zk_root=%s" % ROOT] + list(extra)
+    command = ["ansible-playbook", os.path.join(REPO, "playbooks", name)] + list(extra)
     say(" ".join(command))
     subprocess.run(command, check=True, cwd=REPO)
+
+
+def keep_logs():
+    """Copy the agents' logs out of the work directory before it is removed."""
+    shutil.rmtree(LOGS, ignore_errors=True)
+    for host in sorted(os.listdir(WORKDIR)):
+        log = os.path.join(WORKDIR, host, "state", "agent.log")
+        if os.path.exists(log):
+            os.makedirs(LOGS, exist_ok=True)
+            shutil.copy(log, os.path.join(LOGS, "%s.log" % host))
 
 
 def wait_registered(client, tree, deadline):
     """Wait (bounded) until every host has registered every service."""
     while time.monotonic() < deadline:
         view = snapshot.read_snapshot(client, tree)
-        if all(len(view.service(name).registrations) == len(HOSTS) for name in SERVICES):
+        if all(len(view.service(name).registrations) == HOSTS for name in SERVICES):
             return
         time.sleep(0.3)
-    raise SystemExit("demo: the agents did not register within %ds; see %s/*/agent.log" % (TIMEOUT, WORKDIR))
+    raise SystemExit("demo: the agents did not register in time; see %s/h*/state/agent.log" % WORKDIR)
 
 
 def live_view(client, tree, deadline):
     """Show hosts x services and the deploy state until the rollout ends; redraw in place on a terminal."""
     interactive = sys.stdout.isatty()
-    last = None
+    last = report = None
     while time.monotonic() < deadline:
         report = status.rollout_report(snapshot.read_snapshot(client, tree))
         lines = ["rollout %s: %s (%s)" % ((report["rollout"] or {}).get("id"), report["state"], report["reason"]),
@@ -125,51 +105,47 @@ def live_view(client, tree, deadline):
             if progress != last:
                 print("  " + progress, flush=True)
                 last = progress
-        if (report["rollout"] or {}).get("state") in status.TERMINAL_STATES:
+        if report["state"] in status.TERMINAL_STATES:
             return report
         time.sleep(0.25)
-    raise SystemExit("demo: the rollout did not finish within %ds" % TIMEOUT)
+    print("demo: the rollout did not finish within %ds" % TIMEOUT, flush=True)
+    return report
 
 
 def run():
     clean_leftovers()
-    os.makedirs(WORKDIR)
     deadline = time.monotonic() + TIMEOUT
-    say("starting ZooKeeper 3.8 (Debian package) on a free loopback port")
-    with ZooKeeper(size=1) as zk:
-        say("ZooKeeper serves at %s" % zk.hosts)
-        artifacts = {name: build_artifacts(os.path.join(WORKDIR, "artifacts"), name, {"1.0.0": {}, "2.0.0": {}}) for name in SERVICES}
-        with ArtifactServer(os.path.join(WORKDIR, "artifacts")) as server:
-            say("artifact server at %s (demo services A, B, C: 1.0.0 and 2.0.0, with sha256)" % server.url(""))
-            services = {name: {"port": port, "version": "1.0.0",
-                               "initial": {"url": server.url(artifacts[name]["1.0.0"].filename), "sha256": artifacts[name]["1.0.0"].sha256}}
-                        for name, (port, _, _, _) in SERVICES.items()}
-            with AgentFleet(WORKDIR, zk.hosts, ROOT, HOSTS, services) as fleet:
-                fleet.start_all()
-                with open(os.path.join(WORKDIR, "agents.pids"), "w") as out:
-                    out.write("".join("%d\n" % process.pid for process in fleet.processes.values()))
-                say("started %d agents (hosts %s), each running A, B and C 1.0.0" % (len(HOSTS), ", ".join(HOSTS)))
-                tree = layout.Layout(ROOT)
-                with zkclient.session(zkclient.ConnectionOptions(hosts=zk.hosts, timeout=10)) as client:
-                    wait_registered(client, tree, deadline)
-                    say("every host registered; the independent monitor samples every /health endpoint")
-                    with QuorumMonitor(fleet.health_targets()) as monitor:
-                        playbook("rollout.yml", zk.hosts, "-e", "@%s" % release_file(server, artifacts))
-                        say("the playbook has exited; the hosts now upgrade themselves")
-                        started = time.monotonic()
-                        report = live_view(client, tree, deadline)
-                        elapsed = time.monotonic() - started
-                    playbook("status.yml", zk.hosts)
-                say("rollout %s in %.1fs; minimum healthy instances seen by the monitor:" % (report["rollout"]["state"], elapsed))
-                failed = False
-                for name, (_, quorum, _, _) in SERVICES.items():
-                    needed = resolve_quorum(quorum, len(HOSTS))
-                    low = monitor.min_healthy[name]
-                    failed |= low < needed
-                    print("    %s: min %d healthy of %d, quorum %s (= %d) %s" % (name, low, len(HOSTS), quorum, needed, "OK" if low >= needed else "VIOLATED"))
-                if failed or report["rollout"]["state"] != "done":
-                    raise SystemExit("demo: the rollout did not finish cleanly; see the logs under %s" % WORKDIR)
-    say("cleaning up")
+    say("building %d test hosts (network namespaces %s-h1..h%d on %s.0/24, each with sshd), ZooKeeper and an artifact server"
+        % (HOSTS, PREFIX, HOSTS, SUBNET))
+    with FleetEnvironment(hosts=HOSTS, services={name: 8080 + i for i, name in enumerate(SERVICES, 1)}, workdir=WORKDIR,
+                          prefix=PREFIX, subnet=SUBNET) as environment:
+        say("ZooKeeper serves at %s; hosts %s" % (environment.zk_hosts, ", ".join(
+            "%s=%s" % (host.name, host.address) for host in environment.fleet.hosts)))
+        connection = ["-e", "zkrollout_zk_hosts=%s" % environment.zk_hosts, "-e", "zkrollout_zk_root=%s" % ROOT]
+        say("installing the agent on every host over SSH with the role zkrollout.dc.agent")
+        playbook("agents.yml", "-i", environment.inventory_path, "-e", "zkrollout_agent_group=fleet")
+        tree = layout.Layout(ROOT)
+        with zkclient.session(zkclient.ConnectionOptions(hosts=environment.zk_hosts, timeout=10)) as client:
+            wait_registered(client, tree, deadline)
+            say("every host runs A, B and C 1.0.0; the independent monitor samples every /health endpoint")
+            with QuorumMonitor(environment.health_targets()) as monitor:
+                playbook("rollout.yml", "-e", "@%s" % release_file(environment), *connection)
+                say("the playbook has exited; the hosts now upgrade themselves")
+                started = time.monotonic()
+                report = live_view(client, tree, deadline)
+                elapsed = time.monotonic() - started
+            playbook("status.yml", *connection)
+        say("rollout %s in %.1fs; minimum healthy instances seen by the monitor:" % (report["state"], elapsed))
+        failed = False
+        for name, (quorum, _, _) in SERVICES.items():
+            needed = resolve_quorum(quorum, HOSTS)
+            low = monitor.min_healthy[name]
+            failed |= low < needed
+            print("    %s: min %d healthy of %d, quorum %s (= %d) %s" % (name, low, HOSTS, quorum, needed, "OK" if low >= needed else "VIOLATED"))
+        if failed or report["state"] != "done":
+            keep_logs()
+            raise SystemExit("demo: the rollout did not finish cleanly (%s); agent logs kept in %s" % (report["reason"], LOGS))
+        say("cleaning up: stopping every process in the test hosts, removing namespaces, bridge and files")
 
 
 def main():

@@ -111,7 +111,7 @@ class _Reader(object):
                 result[path] = []
         return result
 
-    def payloads(self, paths, payload_cls):
+    def payloads(self, paths, payload_cls, empty_ok=False):
         """``{path: (payload, znode version)}`` for the nodes that exist.
 
         A node whose data does not parse maps to ``(None, version)`` and adds a problem.
@@ -123,6 +123,9 @@ class _Reader(object):
                 data, stat = async_result.get()
             except NoNodeError:
                 continue
+            if empty_ok and not data:
+                result[path] = (None, stat.version)
+                continue
             try:
                 result[path] = (payload_cls.from_bytes(data, path), stat.version)
             except PayloadError as exc:
@@ -133,7 +136,7 @@ class _Reader(object):
 
 def _by_leaf(payloads):
     """``{last path segment: payload}`` of the nodes that parsed."""
-    return {path.rsplit("/", 1)[1]: payload for path, (payload, _) in payloads.items() if payload is not None}
+    return {path.rsplit("/", 1)[1]: payload for path, (payload, _version) in payloads.items() if payload is not None}
 
 
 def _named_children(layout_fn, names, problems, kind):
@@ -173,7 +176,8 @@ def read_snapshot(client, layout):
     deploy_entries = _by_leaf(reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry))
 
     registrations_paths = reader.children([layout.current_service(s) for s in current_services])
-    releases = reader.payloads([layout.release(s) for s in staged_services], ReleaseEntry)
+    # An empty staging node holds only slots: a controller took them for a service not being rolled out.
+    releases = reader.payloads([layout.release(s) for s in staged_services], ReleaseEntry, empty_ok=True)
     sub_paths = [p for s in staged_services for p in layout.release_children(s)]
     sub_children = reader.children(sub_paths)
 
@@ -202,7 +206,7 @@ def read_snapshot(client, layout):
             registrations=_by_leaf(registrations),
             ready_queue=tuple(ready),
             # A slot whose payload is malformed still marks its host as down for quorum purposes.
-            slots={path.rsplit("/", 1)[1]: payload for path, (payload, _) in slots.items()},
+            slots={path.rsplit("/", 1)[1]: payload for path, (payload, _version) in slots.items()},
             failures=_by_leaf(failures),
         )
 
