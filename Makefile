@@ -13,23 +13,12 @@ demo: setup
 demo-clean:
 	$(ENV) python scripts/demo.py --clean
 
+# scripts/test.sh sources scripts/env.sh itself; CI's .ci/run calls `make test`.
 test: setup
-	$(ENV) bash scripts/test.sh
+	bash scripts/test.sh
 
-lint: setup
-	$(ENV) bash scripts/test.sh lint
-
-sanity: setup
-	$(ENV) bash scripts/test.sh sanity
-
-unit: setup
-	$(ENV) bash scripts/test.sh unit
-
-integration: setup
-	$(ENV) bash scripts/test.sh integration
-
-build: setup
-	$(ENV) ansible-galaxy collection build --force --output-path build/dist .
+lint sanity unit integration build: setup
+	bash scripts/test.sh $@
 
 clean: demo-clean
 	rm -rf build tests/output .pytest_cache .ruff_cache

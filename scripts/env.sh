@@ -1,4 +1,5 @@
-# Sourced by the Makefile's recipes: the project's venv and collection path, nothing user-wide.
+# shellcheck shell=bash
+# Sourced by the Makefile's recipes and scripts/test.sh: the project's venv and collection path, nothing user-wide.
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$repo/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$repo/build/collections"

@@ -8,7 +8,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build="$repo/build"
 venv="$repo/.venv"
-apt_packages=(zookeeper default-jre-headless openssh-server iproute2 python3-venv rsync)
+apt_packages=(zookeeper default-jre-headless openssh-server iproute2 python3-venv rsync shellcheck)
 
 say() { printf '==> %s\n' "$*"; }
 

@@ -17,10 +17,15 @@ import shutil
 import tempfile
 
 import pytest
+from ansible.plugins.loader import init_plugin_loader
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import zkclient
-from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
-from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper
+# Ansible's collection loader must own the ansible_collections namespace before any collection
+# code is imported; pytest-ansible installs it too late for the imports below.
+init_plugin_loader()
+
+from ansible_collections.zkrollout.dc.plugins.module_utils import zkclient  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
 
 # Tests open short sessions so that expiry-based behaviour is observable in seconds.
 TEST_CONNECT_TIMEOUT = 5.0

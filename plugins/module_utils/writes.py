@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from .model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
-from .plan import PlanError, deploy_order, plan_release
+from .plan import PlanError, check_service, deploy_order, plan_release
 from .snapshot import read_snapshot
 from .status import rollout_report
 
@@ -216,7 +216,7 @@ def _refuse_if_slots(snapshot, what):
         raise WriteRefused(
             "cannot %s while hosts hold upgrade slots (%s); abort the rollout with rollout_control, wait "
             "for in-flight upgrades to finish, or release stale slots with action=release_slot"
-            % (what, ", ".join("%s on %s" % (service, host) for service, host, _ in held))
+            % (what, ", ".join("%s on %s" % (service, host) for service, host, _slot in held))
         )
 
 
@@ -239,9 +239,15 @@ def plan_cancel(snapshot, layout, missing=None):
 
 
 def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=None):
-    """Plan adding or updating one staged service (the seed's first manual step)."""
+    """Plan adding or updating one staged service (the seed's first manual step).
+
+    The quorum is checked against the roster as seeding checks it: one that could never be met
+    raises PlanError before anything is written.
+    """
     if not isinstance(service_spec, ServiceSpec):
         raise TypeError("plan_stage expects a ServiceSpec")
+    _, warnings = check_service(service_spec.name, service_spec.quorum, snapshot.roster_sizes().get(service_spec.name, 0),
+                                service_spec.max_parallel)
     state = snapshot.service(service_spec.name)
     rollout_id = rollout_id or (state.release.rollout if state.release else None) or (snapshot.rollout.id if snapshot.rollout else None)
     rollout_id = rollout_id or new_rollout_id(hashlib.sha256(canonical_json(service_spec.to_dict())).hexdigest(), time.time() if now is None else now)
@@ -249,7 +255,8 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     before = {"staging": {service_spec.name: state.release.to_dict() if state.release else None}}
     after = {"staging": {service_spec.name: entry.to_dict()}}
     if state.release == entry:
-        return Change(before=before, after=before, message="service %s already staged" % entry.service, result={"entry": entry.to_dict()})
+        return Change(before=before, after=before, message="service %s already staged" % entry.service, warnings=tuple(warnings),
+                      result={"entry": entry.to_dict()})
     if state.slots:
         raise WriteRefused("service %s: cannot change its release while %s hold upgrade slots; pause the rollout and wait"
                            % (entry.service, ", ".join(sorted(state.slots))))
@@ -261,7 +268,7 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     else:
         ops += _create_release_ops(layout, entry)
     return Change(ops=tuple(ops), before=before, after=after, message="staged %s %s" % (entry.service, entry.version),
-                  result={"entry": entry.to_dict()})
+                  warnings=tuple(warnings), result={"entry": entry.to_dict()})
 
 
 def plan_unstage(snapshot, layout, service):
@@ -391,4 +398,3 @@ def _plan_release_slot(snapshot, layout, service, host, force, now):
         )
     return Change(ops=(Op("delete", layout.slot(service, host)),), before=before,
                   after={"slots": {service: sorted(set(state.slots) - {host})}}, message="released the slot of %s on %s" % (service, host))
-

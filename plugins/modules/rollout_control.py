@@ -38,14 +38,17 @@ options:
     type: str
     default: ""
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zkrollout.dc.zookeeper
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 """
 
 EXAMPLES = r"""

@@ -15,6 +15,7 @@ description:
     deploy queue and the overall rollout state.
   - Malformed znodes do not fail the task; they are listed in RV(problems) with their path.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zkrollout.dc.zookeeper
 attributes:
   check_mode:
@@ -22,8 +23,10 @@ attributes:
     details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 """
 
 EXAMPLES = r"""

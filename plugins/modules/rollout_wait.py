@@ -26,6 +26,7 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zkrollout.dc.zookeeper
 attributes:
   check_mode:
@@ -33,8 +34,10 @@ attributes:
     details: Read-only; waits the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 """
 
 EXAMPLES = r"""

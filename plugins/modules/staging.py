@@ -65,14 +65,17 @@ options:
     description: Rollout the entry belongs to; defaults to the entry's or the current rollout's id, else a generated one.
     type: str
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zkrollout.dc.zookeeper
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 """
 
 EXAMPLES = r"""
