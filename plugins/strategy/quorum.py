@@ -114,7 +114,7 @@ class QuorumGate(object):
         try:
             self.client = connect(connection)
         except ZkConnectionError as exc:
-            raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc)
+            raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
         self.client.ensure_path(self.layout.slots(self.service))
 
     def close(self):

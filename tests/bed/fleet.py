@@ -45,7 +45,7 @@ class FleetError(RuntimeError):
 
 
 def _ip(*args, check=True):
-    result = subprocess.run(["ip"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    result = subprocess.run(["ip"] + list(args), capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise FleetError("ip %s failed: %s" % (" ".join(args), result.stderr.strip()))
     return result.stdout

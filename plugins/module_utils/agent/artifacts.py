@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 from urllib.error import URLError
-from urllib.request import urlopen
+from urllib.request import build_opener
 
 from ..model import validate_version
 
@@ -51,7 +51,7 @@ def check_url(url, allowed_prefixes):
 def _download(url, target, timeout):
     digest = hashlib.sha256()
     try:
-        with urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+        with build_opener().open(url, timeout=timeout) as response, open(target, "wb") as out:
             while True:
                 chunk = response.read(_CHUNK)
                 if not chunk:
@@ -59,7 +59,7 @@ def _download(url, target, timeout):
                 digest.update(chunk)
                 out.write(chunk)
     except (URLError, OSError, ValueError) as exc:
-        raise ArtifactError("download", "cannot download %s: %s" % (url, getattr(exc, "reason", exc)))
+        raise ArtifactError("download", "cannot download %s: %s" % (url, getattr(exc, "reason", exc))) from exc
     return digest.hexdigest()
 
 
@@ -101,7 +101,7 @@ def prepare(service_config, version, artifact, allowed_prefixes=(), timeout=60.0
             with tarfile.open(archive_path) as archive:
                 archive.extractall(unpacked, members=list(_safe_members(archive, unpacked)))
         except (tarfile.TarError, OSError) as exc:
-            raise ArtifactError("unpack", "cannot unpack %s: %s" % (artifact.url, exc))
+            raise ArtifactError("unpack", "cannot unpack %s: %s" % (artifact.url, exc)) from exc
         with open(os.path.join(unpacked, VERIFIED_MARKER), "w") as marker:
             marker.write(actual + "\n")
         os.makedirs(os.path.dirname(final), exist_ok=True)

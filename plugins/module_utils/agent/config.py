@@ -115,7 +115,7 @@ def _argv(value, where, key):
             item.format(**{name: "x" for name in PLACEHOLDERS})
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError("%s: '%s' uses an unknown placeholder in %r (%s); allowed: %s"
-                              % (where, key, item, exc, ", ".join("{%s}" % p for p in PLACEHOLDERS)))
+                              % (where, key, item, exc, ", ".join("{%s}" % p for p in PLACEHOLDERS))) from exc
     return tuple(value)
 
 
@@ -142,7 +142,7 @@ def _service(name, raw, where):
     try:
         check_name("service", name)
     except LayoutError as exc:
-        raise ConfigError("%s: %s" % (where, exc))
+        raise ConfigError("%s: %s" % (where, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError("%s: expected a mapping" % where)
     driver = raw.get("driver", "exec")
@@ -177,7 +177,7 @@ def parse_config(raw, path="agent config"):
     try:
         check_name("host", host)
     except LayoutError as exc:
-        raise ConfigError("%s: %s" % (path, exc))
+        raise ConfigError("%s: %s" % (path, exc)) from exc
     zk_raw = dict(_require(raw, "zookeeper", path, dict))
     loop_wait = _number(raw, "loop_wait", 1.0, path)
     # Patroni's rule: a loop plus two retried requests must fit in a session, or the session
@@ -189,7 +189,7 @@ def parse_config(raw, path="agent config"):
         # The agent reconnects forever: a host must survive any ZooKeeper outage on its own.
         zookeeper = ConnectionOptions.from_mapping(dict(zk_raw, connection_retries=-1), prefix="")
     except (ZkConnectionError, TypeError) as exc:
-        raise ConfigError("%s: zookeeper: %s" % (path, exc))
+        raise ConfigError("%s: zookeeper: %s" % (path, exc)) from exc
     if loop_wait + 2 * zookeeper.retry_deadline > zookeeper.session_timeout:
         raise ConfigError("%s: loop_wait (%s) + 2 * zookeeper.retry_deadline (%s) must not exceed zookeeper.session_timeout (%s)"
                           % (path, loop_wait, zookeeper.retry_deadline, zookeeper.session_timeout))
@@ -199,7 +199,7 @@ def parse_config(raw, path="agent config"):
     try:
         services = {name: _service(name, value, path) for name, value in services_raw.items()}
     except PayloadError as exc:
-        raise ConfigError(str(exc))
+        raise ConfigError(str(exc)) from exc
     metrics = raw.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise ConfigError("%s: metrics must be a mapping with 'port' and optionally 'bind', got %r" % (path, metrics))
@@ -229,5 +229,5 @@ def load_config(path):
         with open(path) as handle:
             raw = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise ConfigError("cannot read agent config %s: %s" % (path, exc))
+        raise ConfigError("cannot read agent config %s: %s" % (path, exc)) from exc
     return parse_config(raw, path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-
 from urllib.error import URLError
 from urllib.request import ProxyHandler, build_opener
 
