@@ -18,7 +18,9 @@ from ..layout import LayoutError, check_name
 from ..model import Artifact, PayloadError, validate_version
 from ..zkclient import ConnectionOptions, ZkConnectionError
 
-DRIVERS = ("exec", "systemd")
+# exec: the agent runs the process; systemd: one unit per version; external: something else (a
+# controller play, an operator) upgrades the service and the agent only reports its health and version.
+DRIVERS = ("exec", "systemd", "external")
 PLACEHOLDERS = ("service", "version", "version_dir", "install_dir")
 
 
@@ -48,6 +50,7 @@ class ServiceConfig(object):
     driver: str = "exec"
     command: tuple = ()
     unit: str = None
+    version_file: str = None
     health: HealthCheck = field(default_factory=HealthCheck)
     stop_timeout: float = 10.0
     initial_version: str = None
@@ -153,6 +156,9 @@ def _service(name, raw, where):
         raise ConfigError("%s: install_dir must be an absolute path, got %r" % (where, install_dir))
     command = _argv(raw.get("command"), where, "command") if driver == "exec" else ()
     unit = _require(raw, "unit", where, str) if driver == "systemd" else None
+    version_file = _require(raw, "version_file", where, str) if driver == "external" else None
+    if version_file is not None and not os.path.isabs(version_file):
+        raise ConfigError("%s: version_file must be an absolute path, got %r" % (where, version_file))
     # A fresh host gets its first version like any other: downloaded and verified by the agent.
     initial = raw.get("initial")
     initial_version = initial_artifact = None
@@ -164,7 +170,7 @@ def _service(name, raw, where):
     env = raw.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise ConfigError("%s: env must map names to strings" % where)
-    return ServiceConfig(name=name, install_dir=install_dir, driver=driver, command=command, unit=unit,
+    return ServiceConfig(name=name, install_dir=install_dir, driver=driver, command=command, unit=unit, version_file=version_file,
                          health=_health(raw.get("health"), where), stop_timeout=_number(raw, "stop_timeout", 10.0, where),
                          initial_version=initial_version, initial_artifact=initial_artifact, env=dict(env))
 

@@ -35,7 +35,8 @@ class LocalView(object):
 
     ``running`` is the version of the running instance (None: not running), ``healthy`` the
     health verdict after rise/fall, ``prepared`` the verified versions on disk, ``progress``
-    the persisted ServiceProgress.
+    the persisted ServiceProgress; ``managed`` is False for the ``external`` driver, whose
+    service the agent only reports on.
     """
 
     service: str
@@ -43,6 +44,7 @@ class LocalView(object):
     running: str = None
     healthy: bool = False
     prepared: frozenset = frozenset()
+    managed: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,27 @@ def _take_turn(host, snapshot, service, candidates, action, version):
     return Decision(action if allowed else WAIT, reason, version)
 
 
+def monitor_decision(host, snapshot, local, connected):
+    """For a service the agent does not manage: register it while healthy, nothing else."""
+    if not connected or snapshot is None:
+        return Decision(WAIT, "waiting: the ZooKeeper session is not connected")
+    registration = snapshot.service(local.service).registrations.get(host)
+    if local.running is None or not local.healthy:
+        if registration is not None:
+            return Decision(DEREGISTER, "the externally managed %s is %s: deregister" % (
+                local.service, "not running" if local.running is None else "unhealthy"))
+        return Decision(WAIT, "the externally managed %s is %s" % (local.service, "not running" if local.running is None else "not healthy yet"))
+    if registration is None or registration.version != local.running:
+        return Decision(REGISTER, "register the externally managed %s %s as healthy" % (local.service, local.running), local.running)
+    return Decision(WAIT, "monitoring the externally managed %s %s" % (local.service, local.running))
+
+
 def decide(host, snapshot, local, connected):
     """The next action of ``host`` for ``local.service``; see the module docstring."""
     service = local.service
     progress = local.progress
+    if not local.managed:
+        return monitor_decision(host, snapshot, local, connected)
     if progress.in_switch:
         return Decision(RESUME, "resume the unfinished %s (step %s) towards %s" % (progress.phase, progress.step or "start", progress.target), progress.target)
     if local.running is None:

@@ -168,3 +168,16 @@ def test_a_version_that_could_escape_its_argument_is_never_rendered(version):
         app.render("{version_dir}/bin/app", version)
     with pytest.raises(PayloadError):
         app.version_dir(version)
+
+
+def test_the_external_driver_needs_an_absolute_version_file():
+    config = copy.deepcopy(GOOD)
+    config["services"]["app"] = {"install_dir": "/opt/app", "driver": "external", "version_file": "/opt/app/VERSION",
+                                 "health": {"http": "http://127.0.0.1:8080/health"}}
+    assert parse_config(config).services["app"].version_file == "/opt/app/VERSION"
+    config["services"]["app"]["version_file"] = "VERSION"
+    with pytest.raises(ConfigError, match="version_file must be an absolute path"):
+        parse_config(config)
+    del config["services"]["app"]["version_file"]
+    with pytest.raises(ConfigError, match="version_file"):
+        parse_config(config)

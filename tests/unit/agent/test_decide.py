@@ -400,3 +400,27 @@ def test_a_paused_or_aborted_rollout_takes_no_rollback_slot_either(state):
 def test_a_release_of_another_rollout_is_not_acted_upon():
     snapshot = tree(service(current=FIVE, ready=FIVE_READY, quorum=1, rollout="r0"))
     assert_decision(decided(snapshot), WAIT, "idle: no rollout of app")
+
+
+# The external driver: the agent reports on a service that something else upgrades.
+def external(running="2.0", healthy=True):
+    return LocalView(service="app", progress=ServiceProgress(version=None), running=running, healthy=healthy,
+                     prepared=frozenset(), managed=False)
+
+
+@pytest.mark.parametrize("view, current, action, fact", [
+    pytest.param(external(), "h2=1.0", REGISTER, "register the externally managed app 2.0", id="healthy_and_unregistered"),
+    pytest.param(external(), "h1=1.0 h2=1.0", REGISTER, "app 2.0", id="registered_with_an_old_version"),
+    pytest.param(external(healthy=False), "h1=2.0", DEREGISTER, "unhealthy", id="unhealthy_and_registered"),
+    pytest.param(external(running=None), "h1=2.0", DEREGISTER, "not running", id="stopped_and_registered"),
+    pytest.param(external(running=None), "h2=1.0", WAIT, "not running", id="stopped_and_unregistered"),
+    pytest.param(external(), "h1=2.0", WAIT, "monitoring", id="healthy_and_registered"),
+])
+def test_an_externally_managed_service_is_only_reported_never_started_stopped_or_upgraded(view, current, action, fact):
+    # The release would make a managed host download, queue and take a slot: an external one must not.
+    snapshot = tree(service(current=current, ready="h2", quorum=1, target="3.0"))
+    assert_decision(decided(snapshot, view), action, fact)
+
+
+def test_an_externally_managed_service_does_nothing_while_disconnected():
+    assert_decision(decided(tree(service(current="h1=1.0")), external(), connected=False), WAIT, "not connected")
