@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..plan import slot_verdict, upgrade_budget
+from ..slots import AGENT_OWNER
 from ..status import healthy_hosts, resolved_quorum, service_complete
 
 WAIT = "wait"
@@ -73,7 +74,7 @@ def _pending_dependencies(snapshot, release):
 
 def _own_slot(slot):
     """True for a slot an agent took; a controller's slot (push mode) is not the agent's to release."""
-    return slot is not None and (slot.owner == "agent" or slot.owner.startswith("agent:"))
+    return slot is not None and (slot.owner == "agent" or slot.owner.startswith(AGENT_OWNER))
 
 
 def rollout_stage(snapshot, service):
@@ -206,7 +207,10 @@ def decide(host, snapshot, local, connected):
     if host in state.failures:
         failure = state.failures[host]
         return Decision(WAIT, "halted here: %s %s failed at %s (%s); waiting for a retry" % (service, failure.version, failure.stage, failure.reason))
-    if rollout.state not in ("running", "paused"):
+    stage = rollout_stage(snapshot, service)
+    # A straggler (partitioned, or its agent was down, while its instance kept running the old
+    # version) still follows a finished service to its target, one quorum-checked turn at a time.
+    if rollout.state not in ("running", "paused") and not (stage == "finished" and rollout.state == "done"):
         return Decision(WAIT, "rollout %s is %s: nothing to do for %s" % (rollout.id, rollout.state, service))
     if target not in local.prepared:
         return Decision(PREPARE, "download and verify %s %s" % (service, target), target)
@@ -216,11 +220,7 @@ def decide(host, snapshot, local, connected):
         return Decision(WAIT, "waiting: rollout %s is paused" % rollout.id)
     if state.failures:
         return Decision(WAIT, "waiting: %s is halted by the failure on %s" % (service, ", ".join(sorted(state.failures))))
-    stage = rollout_stage(snapshot, service)
-    if stage == "finished":
-        return Decision(WAIT, "waiting: %s is no longer in the deploy queue (its rollout finished while this host ran %s); "
-                        "a new rollout will upgrade it" % (service, local.running))
-    if stage != "rolling":
+    if stage not in ("rolling", "finished"):
         if rollout.parallel:
             return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(_pending_dependencies(snapshot, release))))
         return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, snapshot.queued_services[0]))

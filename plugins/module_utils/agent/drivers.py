@@ -12,9 +12,12 @@ Every argv comes from the local config; only validated versions are substituted 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+
+from ..model import validate_version
 
 
 class DriverError(Exception):
@@ -22,15 +25,36 @@ class DriverError(Exception):
 
 
 def _process_alive(pid, marker):
-    """True if ``pid`` runs (not a zombie) and its command line contains ``marker``."""
+    """True if ``pid`` runs (not a zombie) and its command line contains the path ``marker``.
+
+    The path must end there or continue with ``/``: versions/2.0.0 is not versions/2.0.0-rc1.
+    """
     try:
         with open("/proc/%d/stat" % pid) as handle:
             if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            return marker.encode() in handle.read()
+            return re.search(re.escape(marker.encode()) + b"(?=/|\\x00|$)", handle.read()) is not None
     except (OSError, IndexError):
         return False
+
+
+def _running_instance(marker):
+    """The pid of a live session leader whose command line contains ``marker``, or None.
+
+    Every instance the exec driver starts leads its own session, so this finds one started by
+    an agent that died before it could record the pid.
+    """
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            pid = int(entry)
+            try:
+                leader = os.getsid(pid) == pid
+            except OSError:
+                continue
+            if leader and _process_alive(pid, marker):
+                return pid
+    return None
 
 
 class ExecDriver(object):
@@ -52,7 +76,10 @@ class ExecDriver(object):
         return progress.version if _process_alive(progress.pid, self.config.version_dir(progress.version)) else None
 
     def start(self, version):
-        """Start ``version``; return its pid."""
+        """Start ``version``, or adopt the instance of it that already runs; return its pid."""
+        running = _running_instance(self.config.version_dir(version))
+        if running is not None:
+            return running
         argv = [self.config.render(item, version) for item in self.config.command]
         os.makedirs(self.log_dir, exist_ok=True)
         log_path = os.path.join(self.log_dir, "%s.log" % self.config.name)
@@ -62,7 +89,7 @@ class ExecDriver(object):
                 child = subprocess.Popen(argv, cwd=self.config.version_dir(version), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as exc:
-            raise DriverError("service %s: cannot start %s with %s: %s" % (self.config.name, version, argv, exc))
+            raise DriverError("service %s: cannot start %s with %s: %s" % (self.config.name, version, argv, exc)) from exc
         self._children[child.pid] = child
         return child.pid
 
@@ -100,7 +127,7 @@ class SystemdDriver(object):
             return subprocess.run([self.systemctl] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   timeout=self.config.stop_timeout + 30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DriverError("service %s: systemctl %s failed: %s" % (self.config.name, " ".join(args), exc))
+            raise DriverError("service %s: systemctl %s failed: %s" % (self.config.name, " ".join(args), exc)) from exc
 
     def running_version(self, progress):
         """The recorded version if its unit is active, else None."""
@@ -108,21 +135,50 @@ class SystemdDriver(object):
             return None
         return progress.version if self._run("is-active", "--quiet", self._unit(progress.version)).returncode == 0 else None
 
+    def _unit_command(self, verb, version):
+        result = self._run(verb, self._unit(version))
+        if result.returncode != 0:
+            raise DriverError("service %s: systemctl %s %s failed: %s"
+                              % (self.config.name, verb, self._unit(version), result.stdout.decode(errors="replace").strip()))
+
     def start(self, version):
         """Start the unit of ``version``; systemd tracks the process, so no pid is returned."""
-        result = self._run("start", self._unit(version))
-        if result.returncode != 0:
-            raise DriverError("service %s: systemctl start %s failed: %s" % (self.config.name, self._unit(version), result.stdout.decode(errors="replace").strip()))
+        self._unit_command("start", version)
         return None
 
     def stop(self, progress):
         """Stop the unit of the recorded version."""
         if progress.version:
-            result = self._run("stop", self._unit(progress.version))
-            if result.returncode != 0:
-                raise DriverError("service %s: systemctl stop %s failed: %s" % (self.config.name, self._unit(progress.version), result.stdout.decode(errors="replace").strip()))
+            self._unit_command("stop", progress.version)
+
+
+class ExternalDriver(object):
+    """A service something else starts, stops and upgrades; the agent only reads its version.
+
+    The running version is the content of ``version_file`` (validated like any version); the
+    health check decides whether it counts as healthy.
+    """
+
+    def __init__(self, config, log_dir=None):
+        self.config = config
+
+    def running_version(self, progress):
+        """The version in ``version_file``, or None when it is missing or not a valid version."""
+        try:
+            with open(self.config.version_file) as handle:
+                return validate_version(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def start(self, version):
+        """Refused: the agent never starts an externally managed service."""
+        raise DriverError("service %s is managed externally; the agent does not start it" % self.config.name)
+
+    def stop(self, progress):
+        """Refused: the agent never stops an externally managed service."""
+        raise DriverError("service %s is managed externally; the agent does not stop it" % self.config.name)
 
 
 def make_driver(config, log_dir):
     """The driver named by the service's config."""
-    return (ExecDriver if config.driver == "exec" else SystemdDriver)(config, log_dir)
+    return {"exec": ExecDriver, "systemd": SystemdDriver, "external": ExternalDriver}[config.driver](config, log_dir)

@@ -18,11 +18,12 @@ import time
 
 from ..layout import Layout, split_sequential
 from ..model import Failure, Registration, RolloutState, RosterEntry, Slot
+from ..slots import agent_owner, release_slot, take_slot
 from ..snapshot import read_snapshot
 from ..zkclient import build_client
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
-from .decide import LocalView, decide
+from .decide import Decision, LocalView, decide
 from .drivers import DriverError, make_driver
 from .health import HealthTracker
 from .localstate import LocalState
@@ -34,7 +35,6 @@ except ImportError:  # zkclient.require_kazoo() reports the missing library wher
     KazooException = NodeExistsError = NoNodeError = KazooTimeoutError = LookupError
 
 AGENT_VERSION = "zkrollout-agent/0.1.0"
-LOCK_TIMEOUT = 5.0
 ZK_ERRORS = (KazooException, KazooTimeoutError)
 
 
@@ -94,12 +94,16 @@ class Agent(object):
 
     # The loop.
     def run(self, once=False):
-        """Loop until ``stop()``; with ``once``, wait for the session (bounded) and do one iteration."""
+        """Wait for the session (bounded), then loop until ``stop()``; with ``once``, do one iteration.
+
+        The wait matters at start: a host whose instance is down starts what the tree says (the
+        target of a finished rollout); only without a session after ``timeout`` does it fall back
+        to the last version it ran.
+        """
         self.connect()
-        if once:
-            deadline = time.monotonic() + self.config.zookeeper.timeout
-            while not self.connected and time.monotonic() < deadline:
-                time.sleep(0.05)
+        deadline = time.monotonic() + self.config.zookeeper.timeout
+        while not self.connected and time.monotonic() < deadline and not self.stopping.is_set():
+            time.sleep(0.05)
         try:
             while not self.stopping.is_set():
                 self.woken.clear()
@@ -118,7 +122,8 @@ class Agent(object):
             progress = self.state.update(name, version=config.initial_version)
         running = self.drivers[name].running_version(progress)
         healthy = self.health[name].update(running)
-        return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config))
+        return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
+                         managed=config.driver != "external")
 
     def iteration(self):
         """Read, decide and perform one step per service."""
@@ -131,14 +136,14 @@ class Agent(object):
             except ZK_ERRORS as exc:
                 self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
         for name in self.config.service_names:
-            self._bootstrap(name)
-            view = self.local_view(name)
-            decision = decide(self.host, snapshot, view, snapshot is not None and self.connected)
-            self._record(name, decision)
+            # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
             try:
+                self._bootstrap(name)
+                decision = decide(self.host, snapshot, self.local_view(name), snapshot is not None and self.connected)
+                self._record(name, decision)
                 self.perform(name, decision, snapshot)
-            except (ZK_ERRORS + (DriverError, OSError)) as exc:
-                self.log.error("service %s: %s failed: %s: %s", name, decision.action, exc.__class__.__name__, exc)
+            except (ZK_ERRORS + (DriverError, OSError, ValueError)) as exc:
+                self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
         self._write_status()
 
     def _record(self, name, decision):
@@ -232,11 +237,8 @@ class Agent(object):
                 pass
 
     def release_slot(self, name):
-        """Delete our upgrade slot, if any."""
-        try:
-            self.client.delete(self.layout.slot(name, self.host))
-        except NoNodeError:
-            pass
+        """Delete this host's upgrade slot of ``name``, if any."""
+        release_slot(self.client, self.layout, name, self.host)
 
     def record_failure(self, name, version, stage, reason, rolled_back_to=None):
         """Write ``failed/<host>`` for the service (create or replace)."""
@@ -291,23 +293,19 @@ class Agent(object):
             self.record_failure(name, version, exc.stage, exc.reason)
 
     def _take_slot(self, name, decision):
-        """Under the service lock, on a fresh read while CONNECTED, take the slot; then switch."""
-        lock = self.client.Lock(self.layout.lock(name), identifier=self.host)
-        if not lock.acquire(timeout=LOCK_TIMEOUT):
+        """Take the slot (service lock, fresh read, decide again while CONNECTED), then switch."""
+        view = self.local_view(name)
+        slot = Slot(to_version=decision.version, from_version=view.running, since=time.time(),
+                    owner=agent_owner(self.host), session="%x" % self.client.client_id[0])
+
+        def allow(snapshot):
+            again = decide(self.host, snapshot, view, self.connected)
+            return (again.action, again.version) == (decision.action, decision.version), again.reason
+
+        taken, reason, _ = take_slot(self.client, self.layout, name, self.host, slot, allow)
+        if not taken:
+            self._record(name, Decision(actions.WAIT, reason))
             return
-        try:
-            if not self.connected:
-                return
-            view = self.local_view(name)
-            again = decide(self.host, read_snapshot(self.client, self.layout), view, self.connected)
-            if again.action != decision.action:
-                self._record(name, again)
-                return
-            slot = Slot(to_version=decision.version, from_version=view.running, since=time.time(),
-                        owner="agent:%s" % self.host, session="%x" % self.client.client_id[0])
-            self.client.create(self.layout.slot(name, self.host), slot.to_bytes())
-        finally:
-            lock.release()
         self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                           since=time.time(), reason="")
         self.resume(name)
@@ -337,6 +335,9 @@ class Agent(object):
                 progress = self.state.update(name, step="started")
             if progress.step == "started":
                 healthy, why = health.wait_healthy(progress.target, alive, self.stopping)
+                if not healthy and self.stopping.is_set():
+                    # Interrupted, not failed: the step stays "started", so the next run checks again.
+                    return
                 if not healthy:
                     self.log.error("service %s: %s failed its health check (%s): rolling back to %s", name, progress.target, why, progress.previous)
                     progress = self.state.update(name, phase="rolling_back", step="failed", reason=why)
@@ -368,7 +369,7 @@ class Agent(object):
             progress = self.state.update(name, step="started_previous")
         if progress.step == "started_previous":
             healthy = progress.previous is not None and health.wait_healthy(progress.previous, alive, self.stopping)[0]
-            if not self.connected:
+            if not self.connected or (not healthy and self.stopping.is_set()):
                 return
             if healthy:
                 self.register(name, progress.previous)

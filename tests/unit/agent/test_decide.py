@@ -206,12 +206,14 @@ def test_the_same_tree_without_parallel_keeps_the_dependant_behind_the_head():
     assert_decision(decided(snapshot), WAIT, "not at the head of the deploy queue", "behind db")
 
 
-def test_a_service_that_left_the_queue_does_not_crash_the_decision_of_a_straggler():
+def test_a_straggler_of_a_finished_service_takes_a_quorum_checked_turn():
     # app finished while h1 was away with its old instance still running; db is the head now.
     for queue in (["db"], []):
         snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=1), service("db", current="h4=1.0"), queue=queue)
         assert rollout_stage(snapshot, "app") == "finished"
-        assert_decision(decided(snapshot), WAIT, "app", "no longer in the deploy queue")
+        assert_decision(decided(snapshot), TAKE_SLOT, "slot allowed", version="2.0")
+    snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=3), service("db", current="h4=1.0"), queue=["db"])
+    assert_decision(decided(snapshot), WAIT, "budget 0")
 
 
 # Registration follows the local health verdict (rise/fall is HealthTracker's).
@@ -368,10 +370,21 @@ def test_a_lost_session_still_starts_the_last_version(state):
     assert_decision(decided(snapshot, view, connected=False), START, "the last version this host ran", version="1.0")
 
 
-def test_a_running_instance_is_never_stopped_to_follow_the_start_rule():
-    # Most of the fleet runs 2.0 and the rollout is done; h1 keeps its healthy 1.0 instance.
+def test_a_straggler_of_a_done_rollout_converges_without_a_second_seeding():
+    # The rollout is done while h1 kept its healthy 1.0 instance (partitioned): it follows the
+    # ordinary upgrade path (ready queue, slot under quorum), not the start rule.
     snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", quorum=1), queue=[], state="done")
-    assert_decision(decided(snapshot), WAIT, "rollout r1 is done")
+    assert_decision(decided(snapshot), JOIN_READY, "join the ready queue")
+    snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=1), queue=[], state="done")
+    assert_decision(decided(snapshot), TAKE_SLOT, "slot allowed")
+    snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=3), queue=[], state="done")
+    assert_decision(decided(snapshot), WAIT, "budget 0")
+
+
+@pytest.mark.parametrize("state", ["aborted", "failed"])
+def test_a_straggler_of_an_aborted_or_failed_rollout_stays_where_it_is(state):
+    snapshot = tree(service(current="h1=1.0 h2=2.0 h3=2.0", ready="h1", quorum=1), queue=[], state=state)
+    assert_decision(decided(snapshot), WAIT, "rollout r1 is %s" % state)
 
 
 # on_failure: rollback: hosts already on the target take turns to go back, quorum-respecting.
