@@ -137,7 +137,7 @@ def run():
             playbook("status.yml", *connection)
         say("rollout %s in %.1fs; minimum healthy instances seen by the monitor:" % (report["state"], elapsed))
         failed = False
-        for name, (quorum, _, _) in SERVICES.items():
+        for name, (quorum, _max_parallel, _depends_on) in SERVICES.items():
             needed = resolve_quorum(quorum, HOSTS)
             low = monitor.min_healthy[name]
             failed |= low < needed

@@ -18,7 +18,7 @@ options:
     type: dict
     required: true
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 """
 
 EXAMPLES = r"""

@@ -232,6 +232,7 @@ class NetnsFleet(object):
 
     def run(self, host, argv, **kwargs):
         """Run ``argv`` inside ``host``'s namespace (no SSH)."""
+        kwargs.setdefault("check", False)
         return subprocess.run(["ip", "netns", "exec", self.host(host).namespace] + list(argv), **kwargs)
 
     def partition(self, host):

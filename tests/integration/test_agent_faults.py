@@ -163,6 +163,6 @@ def test_a_host_that_was_down_during_the_rollout_starts_the_target_when_it_comes
     fleet.wait_for(lambda: fleet.registrations("A").get(absent) == V2, 30, "%s to come back on %s" % (absent, V2))
     request.node.user_properties.append(("comeback_seconds", round(time.monotonic() - restarted, 1)))
     fleet.wait_all_on("A", V2)
-    assert [version for _, version in fleet.history.of("A")[fleet.url(absent, "A")]] == [None, V2]
+    assert [version for _unused, version in fleet.history.of("A")[fleet.url(absent, "A")]] == [None, V2]
     assert fleet.snapshot().rollout.state == "done"
     fleet.assert_quorum({"A": QUORUM}, request)

@@ -108,7 +108,7 @@ def test_an_acyclic_graph_has_no_cycle():
 
 def test_the_reported_cycle_is_deterministic():
     graph = {"A": ["B"], "B": ["A"], "C": ["D"], "D": ["C"]}
-    assert {tuple(dependency_cycle(graph)) for _ in range(5)} == {("A", "B", "A")}
+    assert {tuple(dependency_cycle(graph)) for _unused in range(5)} == {("A", "B", "A")}
 
 
 def test_an_unknown_dependency_is_refused_naming_both_services():

@@ -2,6 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """``zkrollout-agent --config FILE [run|once|status [--json]]``."""
 
+# A command-line program, not a module: it prints to its terminal and exits with a status.
+# pylint: disable=ansible-bad-function
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +71,7 @@ def main(argv=None):
     logging.getLogger("zkrollout.agent.kazoo").setLevel(logging.WARNING)
     agent = Agent(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop())
+        signal.signal(sig, lambda *_unused: agent.stop())
     metrics = None
     if config.metrics_port is not None and args.command == "run":
         metrics = MetricsServer(lambda: agent.status, config.metrics_bind, config.metrics_port).start()
@@ -79,6 +82,6 @@ def main(argv=None):
         if metrics is not None:
             metrics.stop()
     if args.command == "once":
-        for name, (decision, _) in sorted(agent.decisions.items()):
+        for name, (decision, _unused) in sorted(agent.decisions.items()):
             print("%s: %s: %s" % (name, decision.action, decision.reason))
     return 0

@@ -32,10 +32,21 @@ try:
     from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
     from kazoo.handlers.threading import KazooTimeoutError
 except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
-    KazooException = NodeExistsError = NoNodeError = KazooTimeoutError = LookupError
+
+    class KazooException(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NodeExistsError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NoNodeError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class KazooTimeoutError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
 
 AGENT_VERSION = "zkrollout-agent/0.1.0"
-ZK_ERRORS = (KazooException, KazooTimeoutError)
 
 
 class Agent(object):
@@ -89,7 +100,7 @@ class Agent(object):
             for step in (self.client.stop, self.client.close):
                 try:
                     step()
-                except ZK_ERRORS:
+                except (KazooException, KazooTimeoutError):
                     pass
 
     # The loop.
@@ -133,7 +144,7 @@ class Agent(object):
                 self._ensure_roster()
                 self._arm_watches()
                 snapshot = read_snapshot(self.client, self.layout)
-            except ZK_ERRORS as exc:
+            except (KazooException, KazooTimeoutError) as exc:
                 self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
         for name in self.config.service_names:
             # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
@@ -142,7 +153,7 @@ class Agent(object):
                 decision = decide(self.host, snapshot, self.local_view(name), snapshot is not None and self.connected)
                 self._record(name, decision)
                 self.perform(name, decision, snapshot)
-            except (ZK_ERRORS + (DriverError, OSError, ValueError)) as exc:
+            except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
         self._write_status()
 
@@ -195,7 +206,7 @@ class Agent(object):
             # Watch only the member just ahead of ours in the ready queue, not the whole queue (no herd).
             members = sorted((split_sequential(node)[1], node, split_sequential(node)[0])
                              for node in client.get_children(layout.ready_queue(name)) if split_sequential(node))
-            mine = [i for i, (_, _, host) in enumerate(members) if host == self.host]
+            mine = [i for i, (_sequence, _node, host) in enumerate(members) if host == self.host]
             if mine and mine[0] > 0:
                 client.exists(layout.ready_member(name, members[mine[0] - 1][1]), watch=self._wake)
 
@@ -207,7 +218,7 @@ class Agent(object):
         try:
             self.client.create(path, data, ephemeral=True)
         except NodeExistsError:
-            _, stat = self.client.get(path)
+            _unused, stat = self.client.get(path)
             if stat.ephemeralOwner == self.client.client_id[0]:
                 self.client.set(path, data, version=stat.version)
             else:
@@ -302,7 +313,7 @@ class Agent(object):
             again = decide(self.host, snapshot, view, self.connected)
             return (again.action, again.version) == (decision.action, decision.version), again.reason
 
-        taken, reason, _ = take_slot(self.client, self.layout, name, self.host, slot, allow)
+        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow)
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             return
@@ -429,4 +440,3 @@ class Agent(object):
         with open(temp, "w") as out:
             json.dump(self.status, out, sort_keys=True, indent=1)
         os.replace(temp, path)
-

@@ -66,7 +66,7 @@ def assert_nothing_prepared(app):
 
 
 def test_a_good_artifact_is_verified_and_unpacked_into_its_version_directory(app, release):
-    artifact, _ = release
+    artifact, _unused = release
     final = prepare(app, "2.0", artifact)
     assert final == os.path.join(app.install_dir, "versions", "2.0")
     assert open(os.path.join(final, "run")).read() == "#!/bin/sh\necho 2.0\n"
@@ -84,7 +84,7 @@ def test_a_prepared_version_is_not_downloaded_again(app, release):
 
 
 def test_a_wrong_checksum_fails_at_verify_and_creates_no_version_directory(app, release):
-    artifact, _ = release
+    artifact, _unused = release
     with pytest.raises(ArtifactError) as raised:
         prepare(app, "2.0", Artifact(url=artifact.url, sha256="0" * 64))
     assert raised.value.stage == "verify"
@@ -117,7 +117,7 @@ def test_an_archive_that_could_write_outside_its_directory_fails_at_unpack_and_c
         prepare(app, "2.0", Artifact(url=path.as_uri(), sha256=sha))
     assert raised.value.stage == "unpack" and fact in raised.value.reason
     assert_nothing_prepared(app)
-    assert [name for _, _, names in os.walk(str(tmp_path)) for name in names if name == "escaped"] == []
+    assert [name for _directory, _subdirectories, names in os.walk(str(tmp_path)) for name in names if name == "escaped"] == []
 
 
 def test_a_verified_file_that_is_not_an_archive_fails_at_unpack(app, tmp_path):
@@ -130,7 +130,7 @@ def test_a_verified_file_that_is_not_an_archive_fails_at_unpack(app, tmp_path):
 
 
 def test_a_url_outside_the_allowed_prefixes_is_refused_before_any_download(app, release, tmp_path):
-    artifact, _ = release
+    artifact, _unused = release
     with pytest.raises(ArtifactError) as raised:
         prepare(app, "2.0", artifact, allowed_prefixes=("https://artifacts.example/",))
     assert raised.value.stage == "download"
@@ -141,14 +141,14 @@ def test_a_url_outside_the_allowed_prefixes_is_refused_before_any_download(app, 
 
 
 def test_a_version_that_is_not_a_plain_name_is_refused_before_anything_is_written(app, release):
-    artifact, _ = release
+    artifact, _unused = release
     with pytest.raises(ValueError):
         prepare(app, "../../etc", artifact)
     assert not os.path.exists(app.install_dir)
 
 
 def test_prepared_versions_lists_only_verified_directories(app, release):
-    artifact, _ = release
+    artifact, _unused = release
     prepare(app, "2.0", artifact)
     os.makedirs(os.path.join(app.install_dir, "versions", "1.0", "bin"))
     open(os.path.join(app.install_dir, "versions", "1.0", "bin", "run"), "w").close()
@@ -156,7 +156,7 @@ def test_prepared_versions_lists_only_verified_directories(app, release):
 
 
 def test_an_unverified_leftover_directory_is_replaced(app, release):
-    artifact, _ = release
+    artifact, _unused = release
     leftover = os.path.join(app.install_dir, "versions", "2.0")
     os.makedirs(leftover)
     open(os.path.join(leftover, "stale"), "w").close()

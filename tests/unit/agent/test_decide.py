@@ -54,7 +54,7 @@ def _pairs(text, default=None):
     """``"h1=1.0 h2"`` -> ``{"h1": "1.0", "h2": default}``."""
     pairs = {}
     for word in text.split():
-        host, _, value = word.partition("=")
+        host, _unused, value = word.partition("=")
         pairs[host] = value or default
     return pairs
 
@@ -80,8 +80,8 @@ def service(name="app", current="", ready="", slots="", failed="", offline="", t
 
 def tree(*services, queue=None, state="running", parallel=False):
     """A Snapshot of ``services`` (from ``service()``); the deploy queue defaults to every staged one, in order."""
-    states = {svc.name: svc for svc, _ in services}
-    staged = [svc.name for svc, _ in services if svc.release is not None]
+    states = {svc.name: svc for svc, _unused in services}
+    staged = [svc.name for svc, _unused in services if svc.release is not None]
     queue = staged if queue is None else queue
     roster = {}
     for svc, hosts in services:

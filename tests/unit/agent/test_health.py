@@ -72,9 +72,9 @@ def test_a_command_check_rises_and_falls_with_the_instance(tmp_path):
     up = tmp_path / "up"
     health = tracker(command=("test", "-e", str(up)), rise=2, fall=2)
     up.touch()
-    assert [health.update("1.0") for _ in range(3)] == [False, True, True]
+    assert [health.update("1.0") for _unused in range(3)] == [False, True, True]
     up.unlink()
-    assert [health.update("1.0") for _ in range(2)] == [True, False]
+    assert [health.update("1.0") for _unused in range(2)] == [True, False]
 
 
 # HTTP checks against a real server on 127.0.0.1.
@@ -122,11 +122,11 @@ def test_an_http_probe_passes_on_a_2xx_answer(endpoint, status, passed):
 
 def test_an_http_check_rises_and_falls_with_the_endpoint(endpoint):
     health = tracker(http=endpoint.url, rise=2, fall=3)
-    assert [health.update("1.0") for _ in range(2)] == [False, True]
+    assert [health.update("1.0") for _unused in range(2)] == [False, True]
     endpoint.status = 503
-    assert [health.update("1.0") for _ in range(3)] == [True, True, False]
+    assert [health.update("1.0") for _unused in range(3)] == [True, True, False]
     endpoint.status = 200
-    assert [health.update("1.0") for _ in range(2)] == [False, True]
+    assert [health.update("1.0") for _unused in range(2)] == [False, True]
 
 
 def test_an_http_probe_fails_when_nothing_listens(endpoint):
@@ -183,6 +183,6 @@ def test_wait_healthy_stops_when_the_agent_stops():
 def test_wait_healthy_forgets_the_verdict_of_the_previous_instance():
     # Without the reset, one failure (below fall) would leave the old "healthy" standing.
     health = tracker(command=("true",), rise=2, fall=2, deadline=0.1)
-    assert [health.update("1.0") for _ in range(2)] == [False, True]
+    assert [health.update("1.0") for _unused in range(2)] == [False, True]
     health.probe = lambda version: False
     assert health.wait_healthy("2.0", lambda: True)[0] is False

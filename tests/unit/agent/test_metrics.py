@@ -57,7 +57,7 @@ def test_every_metric_is_a_documented_gauge_or_counter_with_one_line_per_service
     assert families == [("zkrollout_agent_connected", "gauge"), ("zkrollout_service_info", "gauge"), ("zkrollout_service_healthy", "gauge"),
                         ("zkrollout_service_switching", "gauge"), ("zkrollout_last_decision_timestamp_seconds", "gauge"),
                         ("zkrollout_decisions_total", "counter")]
-    assert re.findall(r"^# HELP (\S+) ", text, re.M) == [name for name, _ in families]
+    assert re.findall(r"^# HELP (\S+) ", text, re.M) == [name for name, _unused in families]
 
 
 @pytest.mark.parametrize("connection", ["SUSPENDED", "LOST", "NOT STARTED"])
