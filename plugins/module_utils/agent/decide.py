@@ -130,6 +130,21 @@ def start_decision(host, snapshot, local):
     return Decision(WAIT, "instance down: no usable version of %s on disk" % local.service)
 
 
+def lagging_dependencies(snapshot, release):
+    """Dependencies of ``release`` with an online instance that does not run its target yet.
+
+    A host that was away (partitioned, agent down) can bring an old instance of a dependency back
+    online after that dependency finished; its dependants wait until it has caught up.
+    """
+    lagging = []
+    for dep in release.depends_on:
+        dep_release = snapshot.service(dep).release
+        registrations = snapshot.service(dep).registrations.values()
+        if dep_release is not None and any(registration.version != dep_release.version for registration in registrations):
+            lagging.append(dep)
+    return lagging
+
+
 def _take_turn(host, snapshot, service, candidates, action, version):
     """TAKE_SLOT/ROLLBACK if ``host`` is among the first k candidates and the quorum allows, else WAIT."""
     state = snapshot.service(service)
@@ -224,4 +239,7 @@ def decide(host, snapshot, local, connected):
         if rollout.parallel:
             return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(_pending_dependencies(snapshot, release))))
         return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, snapshot.queued_services[0]))
+    lagging = lagging_dependencies(snapshot, release)
+    if lagging:
+        return Decision(WAIT, "waiting: %s depends on %s, which still has instances not on its target" % (service, ", ".join(lagging)))
     return _take_turn(host, snapshot, service, state.ready_hosts, TAKE_SLOT, target)

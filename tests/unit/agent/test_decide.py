@@ -437,3 +437,13 @@ def test_an_externally_managed_service_is_only_reported_never_started_stopped_or
 
 def test_an_externally_managed_service_does_nothing_while_disconnected():
     assert_decision(decided(tree(service(current="h1=1.0")), external(), connected=False), WAIT, "not connected")
+
+
+def test_a_dependant_waits_while_a_dependency_instance_that_came_back_is_still_old():
+    # db finished, but h4 returned from a partition with db 1.0; app must not switch anywhere yet.
+    db = service("db", current="h1=2.0 h2=2.0 h3=2.0 h4=1.0", target="2.0")
+    app = service("app", current="h1=1.0 h2=1.0 h3=1.0 h4=1.0", ready="h1 h2", quorum=1, depends_on=["db"])
+    snapshot = tree(db, app, queue=["app"])
+    assert_decision(decided(snapshot, local(name="app")), WAIT, "app depends on db", "not on its target")
+    caught_up = tree(service("db", current="h1=2.0 h2=2.0 h3=2.0 h4=2.0", target="2.0"), app, queue=["app"])
+    assert_decision(decided(caught_up, local(name="app")), TAKE_SLOT, "slot allowed")
