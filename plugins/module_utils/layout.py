@@ -117,8 +117,13 @@ class Layout(object):
         return self._join("locks")
 
     def containers(self):
-        """Every persistent parent that must exist before agents and modules use the tree."""
-        return [self.root, self.hosts, self.current, self.staging, self.deploy, self.locks]
+        """Every persistent parent that must exist before agents and modules use the tree, top-down.
+
+        They include the ancestors of a nested root (``/team/dc`` needs ``/team``).
+        """
+        segments = self.root.split("/")[1:]
+        ancestors = ["/" + "/".join(segments[:depth]) for depth in range(1, len(segments))]
+        return ancestors + [self.root, self.hosts, self.current, self.staging, self.deploy, self.locks]
 
     # Roster and registrations.
     def host(self, host):

@@ -16,15 +16,8 @@ description:
   - Malformed znodes do not fail the task; they are listed in RV(problems) with their path.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - zkrollout.dc.attributes.info_module
   - zkrollout.dc.zookeeper
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - zkrollout.dc contributors (@zkrollout)
 """

@@ -27,15 +27,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - zkrollout.dc.attributes.info_module
   - zkrollout.dc.zookeeper
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; waits the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - zkrollout.dc contributors (@zkrollout)
 """

@@ -66,14 +66,8 @@ options:
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - zkrollout.dc.attributes
   - zkrollout.dc.zookeeper
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 author:
   - zkrollout.dc contributors (@zkrollout)
 """

@@ -79,9 +79,9 @@ def test_the_default_root_is_dc():
     assert Layout().rollout == "/dc/rollout"
 
 
-@pytest.mark.parametrize("root", [DEFAULT_ROOT, "/teams/web/dc"])
-def test_containers_are_the_root_and_its_persistent_parents(root):
-    assert Layout(root).containers() == [
+@pytest.mark.parametrize("root, ancestors", [(DEFAULT_ROOT, []), ("/teams/web/dc", ["/teams", "/teams/web"])])
+def test_containers_are_the_root_its_ancestors_and_its_persistent_parents(root, ancestors):
+    assert Layout(root).containers() == ancestors + [
         root,
         root + "/hosts",
         root + "/current",
