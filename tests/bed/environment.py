@@ -171,8 +171,11 @@ def _serve(args):
         shutil.rmtree(args.dir, ignore_errors=True)
     with FleetEnvironment(hosts=args.hosts, ensemble=args.ensemble, workdir=args.dir, prefix=args.prefix, subnet=args.subnet) as environment:
         description = environment.describe()
-        with open(os.path.join(environment.fleet.workdir, "environment.json"), "w") as out:
+        # Written whole, then renamed: molecule's create waits for this file and must never read half of it.
+        path = os.path.join(environment.fleet.workdir, "environment.json")
+        with open(path + ".tmp", "w") as out:
             json.dump(description, out, indent=1)
+        os.replace(path + ".tmp", path)
         print(json.dumps(description), flush=True)
         stop.wait()
     if args.dir:

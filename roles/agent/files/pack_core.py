@@ -9,6 +9,7 @@ same bytes: the role then copies one file, and only when the code really changed
 
 import os
 import sys
+import tempfile
 import zipfile
 
 PACKAGE = "zkrollout_core"
@@ -28,8 +29,9 @@ def entries(source):
 
 
 def pack(source, target):
-    """Write the zip to ``target`` atomically."""
-    temporary = target + ".tmp"
+    """Write the zip to ``target`` atomically; concurrent packers each use their own temporary file."""
+    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(target) + ".", dir=os.path.dirname(os.path.abspath(target)))
+    os.close(handle)
     with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, path in entries(source):
             info = zipfile.ZipInfo(name, FIXED_TIME)
