@@ -32,33 +32,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    return tree.write_localhost_inventory(tmp_path_factory.mktemp("inventory"))
-
-
-@pytest.fixture
-def zkrollout(ansible_adhoc, inventory, zk, zk_root):
-    """``zkrollout("rollout", release=...)``: run a zkrollout.dc module against this test's root."""
-    return tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0)
-
-
-@pytest.fixture
-def layout(zk_root):
-    return Layout(zk_root)
-
-
-@pytest.fixture
-def client(zk, zk_connect):
-    return zk_connect(zk.hosts)
-
-
-@pytest.fixture
-def tree_view(client, zk_root):
-    """``tree_view()``: this test's whole tree and the server's top level, for before/after comparisons."""
-    return lambda: tree.server_view(client, zk_root)
-
-
 @pytest.fixture
 def fleet(zk, layout):
     with FakeFleet(zk.hosts, layout) as fake:

@@ -10,29 +10,12 @@ import json
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
 
 from . import tree
 from .tree import FakeFleet, dump_tree, release, service
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def layout(zk_root):
-    return Layout(zk_root)
-
-
-@pytest.fixture
-def client(zk, zk_connect):
-    return zk_connect(zk.hosts)
-
-
-@pytest.fixture
-def tree_view(client, zk_root):
-    """``tree_view()``: this test's whole tree and the server's top level, for before/after comparisons."""
-    return lambda: tree.server_view(client, zk_root)
 
 
 @pytest.fixture

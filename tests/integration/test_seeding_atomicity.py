@@ -219,11 +219,6 @@ class Trials(object):
         return layout
 
 
-@pytest.fixture
-def client(zk, zk_connect):
-    return zk_connect(zk.hosts)
-
-
 @pytest.mark.parametrize("history", [True, False], ids=["replacing-a-running-rollout", "on-a-server-without-a-tree"])
 def test_a_seeding_killed_between_any_two_zookeeper_requests_leaves_the_whole_rollout_or_nothing(zk, client, zk_root, history):
     trials = Trials(client, zk_root, history)

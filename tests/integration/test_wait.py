@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.waiter import wait_for_rollout
 from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_control, read_plan_apply
 
@@ -26,26 +25,6 @@ pytestmark = [
 
 # The module's fallback tick is 30 s: a wait that ends well before it was woken by a watch.
 WATCH_BOUND = 10.0
-
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    return tree.write_localhost_inventory(tmp_path_factory.mktemp("inventory"))
-
-
-@pytest.fixture
-def zkrollout(ansible_adhoc, inventory, zk, zk_root):
-    return tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0)
-
-
-@pytest.fixture
-def layout(zk_root):
-    return Layout(zk_root)
-
-
-@pytest.fixture
-def client(zk, zk_connect):
-    return zk_connect(zk.hosts)
 
 
 @pytest.fixture

@@ -1,0 +1,41 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixtures shared by the controller-side integration tests (modules, playbooks, seeding, wait)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
+
+from . import tree
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    """An inventory with localhost only, for pytest-ansible's ``ansible_adhoc``."""
+    return tree.write_localhost_inventory(tmp_path_factory.mktemp("inventory"))
+
+
+@pytest.fixture
+def zkrollout(ansible_adhoc, inventory, zk, zk_root):
+    """``zkrollout("rollout", release=...)``: run a zkrollout.dc module against this test's root."""
+    return tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0)
+
+
+@pytest.fixture
+def layout(zk_root):
+    """The znode layout under this test's root."""
+    return Layout(zk_root)
+
+
+@pytest.fixture
+def client(zk, zk_connect):
+    """A kazoo client on the shared single-node ZooKeeper."""
+    return zk_connect(zk.hosts)
+
+
+@pytest.fixture
+def tree_view(client, zk_root):
+    """``tree_view()``: this test's whole tree and the server's top level, for before/after comparisons."""
+    return lambda: tree.server_view(client, zk_root)
