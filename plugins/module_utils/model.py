@@ -231,7 +231,7 @@ class Payload(object):
             if json_name in raw:
                 values[spec.name] = spec.metadata["validator"](raw[json_name], where, json_name)
             elif not _has_default(spec):
-                raise PayloadError("field '%s%s' is missing; a %s requires it" % (prefix, json_name, cls.kind), path, prefix + json_name)
+                raise PayloadError("field '%s%s' is missing; every %s has it" % (prefix, json_name, cls.kind), path, prefix + json_name)
         unknown = sorted(set(raw) - known)
         if unknown:
             _fail(where, unknown[0], raw[unknown[0]], "unknown field for a %s" % cls.kind)

@@ -71,6 +71,12 @@ def wait_for_rollout(client, layout, timeout, tick=30.0, clock=time.monotonic):
         # Arm before reading, so a change that lands during the read still wakes the next round.
         _arm_watches(client, layout, report, wake)
         report = rollout_report(read_snapshot(client, layout))
+        if report["state"] in TERMINAL_STATES:
+            # A snapshot is read node by node, so the read that first shows the end can miss the
+            # last instance between its deregistration and its new registration. Agents register
+            # before they release their slot, so a second read shows the settled tree.
+            settled = rollout_report(read_snapshot(client, layout))
+            report = settled if settled["state"] == report["state"] else report
         events.extend(progress_events(previous, report, clock() - started))
         previous = report
         if report["state"] in TERMINAL_STATES or report["state"] == "none":

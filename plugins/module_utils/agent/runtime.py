@@ -218,12 +218,12 @@ class Agent(object):
         try:
             self.client.create(path, data, ephemeral=True)
         except NodeExistsError:
-            _unused, stat = self.client.get(path)
-            if stat.ephemeralOwner == self.client.client_id[0]:
-                self.client.set(path, data, version=stat.version)
-            else:
+            # Ours or a stale one of an older session: replace it either way (never set it in
+            # place), so every watcher of the registrations sees the change as a child event.
+            stat = self.client.exists(path)
+            if stat is not None:
                 self.client.delete(path, version=stat.version)
-                self.client.create(path, data, ephemeral=True)
+            self.client.create(path, data, ephemeral=True)
 
     def deregister(self, name):
         """Remove our registration, if any."""
