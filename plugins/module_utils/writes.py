@@ -246,8 +246,8 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     """
     if not isinstance(service_spec, ServiceSpec):
         raise TypeError("plan_stage expects a ServiceSpec")
-    _unused, warnings = check_service(service_spec.name, service_spec.quorum, snapshot.roster_sizes().get(service_spec.name, 0),
-                                service_spec.max_parallel)
+    roster_size = snapshot.roster_sizes().get(service_spec.name, 0)
+    _resolved_quorum, warnings = check_service(service_spec.name, service_spec.quorum, roster_size, service_spec.max_parallel)
     state = snapshot.service(service_spec.name)
     rollout_id = rollout_id or (state.release.rollout if state.release else None) or (snapshot.rollout.id if snapshot.rollout else None)
     rollout_id = rollout_id or new_rollout_id(hashlib.sha256(canonical_json(service_spec.to_dict())).hexdigest(), time.time() if now is None else now)

@@ -232,8 +232,7 @@ class NetnsFleet(object):
 
     def run(self, host, argv, **kwargs):
         """Run ``argv`` inside ``host``'s namespace (no SSH)."""
-        kwargs.setdefault("check", False)
-        return subprocess.run(["ip", "netns", "exec", self.host(host).namespace] + list(argv), **kwargs)
+        return subprocess.run(["ip", "netns", "exec", self.host(host).namespace] + list(argv), check=kwargs.pop("check", False), **kwargs)
 
     def partition(self, host):
         """Cut ``host`` off: its bridge port goes down."""

@@ -247,7 +247,7 @@ def test_a_seeding_killed_between_any_two_zookeeper_requests_leaves_the_whole_ro
         before = dump_tree(client, layout.root)
         child = SeedingChild(zk.hosts, layout.root, stepped=True)
         try:
-            for _ in range(point):
+            for _request in range(point):
                 child.next_event()
                 child.go()
             assert child.next_event() == events[point]
@@ -281,7 +281,7 @@ def test_a_seeding_killed_after_swept_delays_leaves_the_whole_rollout_or_nothing
 
     # Delays grow in tenths of the reference's run time until the rollout is seen whole twice.
     outcomes = []
-    while len(outcomes) < 40 and [outcome for _, outcome in outcomes[-2:]] != ["whole", "whole"]:
+    while len(outcomes) < 40 and [outcome for _delay, outcome in outcomes[-2:]] != ["whole", "whole"]:
         delay = seeding_time * len(outcomes) / 10
         layout = trials.new()
         before = dump_tree(client, layout.root)
