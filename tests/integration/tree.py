@@ -369,11 +369,12 @@ def write_localhost_inventory(directory):
 
 @dataclass(frozen=True)
 class PlaybookRun(object):
-    """The outcome of one ``ansible-playbook`` run."""
+    """The outcome of one ``ansible-playbook`` run, and how long it took (seconds, when measured)."""
 
     returncode: int
     stdout: str
     stderr: str
+    elapsed: float = 0.0
 
     @property
     def output(self):
