@@ -14,19 +14,36 @@ A slot is the persistent node ``staging/<svc>/upgrading/<host>``. Agents and con
 Guarantees: two takers of the same service never decide on the same snapshot; a slot outlives
 the session that took it (a dead owner's instance stays counted as down) and carries its
 owner and, for controllers, a deadline after which it may be released by an operator
-(``rollout_control action=release_slot``). Releasing is version-checked against the slot
-that was read, so a slot that changed hands is never released by mistake.
+(``rollout_control action=release_slot``). Releasing and adopting are version-checked against
+the slot that was read, so a slot that changed hands is never released or taken over by mistake.
+A controller that died holding slots is recovered by a re-run under the same owner, which
+adopts them (``adopt_slot``: new session, new deadline) without asking the quorum again: its
+hosts have counted as down all along.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from .model import PayloadError, Slot
 from .snapshot import read_snapshot
 
 try:
-    from kazoo.exceptions import LockTimeout, NodeExistsError, NoNodeError
+    from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError
 except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
-    LockTimeout = NodeExistsError = NoNodeError = LookupError
+
+    class BadVersionError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class LockTimeout(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NodeExistsError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NoNodeError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
 
 LOCK_TIMEOUT = 5.0
 AGENT_OWNER = "agent:"
@@ -94,3 +111,25 @@ def release_slot(client, layout, service, host, owner=None):
     except NoNodeError:
         return False
     return True
+
+
+def adopt_slot(client, layout, service, host, owner, session, deadline, to_version=None):
+    """Take over the slot of ``host`` that ``owner`` holds: record our ``session`` and a new ``deadline``.
+
+    For a re-run of the controller that took it. ``to_version`` replaces the target if given.
+    Returns the adopted Slot, or None when ``owner`` does not hold that slot (any more).
+    """
+    path = layout.slot(service, host)
+    try:
+        data, stat = client.get(path)
+        slot = Slot.from_bytes(data, path)
+    except (NoNodeError, PayloadError):
+        return None
+    if slot.owner != owner:
+        return None
+    adopted = dataclasses.replace(slot, session=session, deadline=deadline, to_version=to_version or slot.to_version)
+    try:
+        client.set(path, adopted.to_bytes(), version=stat.version)
+    except (NoNodeError, BadVersionError):
+        return None
+    return adopted

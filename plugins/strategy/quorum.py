@@ -12,41 +12,55 @@ description:
     (package, config, restart). A host starts its first task only after taking an upgrade slot
     of the service in the same ZooKeeper accounting as the zkrollout agents, so several
     controllers and the agents share one budget, and hosts that are already down count against it.
-  - A slot is taken under the service's lock, on a fresh read, when C(healthy - held slots - 1 >= quorum)
-    and fewer than C(max_parallel) slots are held. Healthy hosts are the ones registered in
-    C(<root>/current/<service>) (by the host's agent) and not holding a slot; offline and
-    unreachable hosts count as down.
-  - "Sliding window, no batch barrier as with C(serial) - as soon as a host has finished the play
+  - A slot is taken under the service's lock, on a fresh read, when fewer than C(max_parallel)
+    slots are held and C(healthy - 1 >= quorum), where healthy hosts are the ones registered in
+    C(<root>/current/<service>) (by the host's agent) that hold no slot. Offline and unreachable
+    hosts count as down; a host that is down already costs no quorum, so it only needs a free
+    slot. Hosts are tried in inventory order; one that has to wait does not hold back a later
+    host that may start.
+  - "Sliding window, no batch barrier as with C(serial): as soon as a host has finished the play
     and its instance is registered healthy again, its slot is released and the next host starts.
     Hosts whose turn would break the quorum wait, with a message such as
-    C(waiting: A has 3 healthy, quorum 3)."
-  - A host that fails (or becomes unreachable) keeps its slot - its instance is in an unknown
-    state and stays counted as down - and no further host starts once more hosts failed than
-    C(max_fail_percentage) of the play allows (none by default).
-  - Slots carry their owner (C(controller:<zkrollout_controller_id>)) and a deadline. If the
-    controller dies, a re-run with the same controller id adopts its slots and continues;
-    M(zkrollout.dc.rollout_control) with C(action=release_slot) frees them after the deadline.
+    C(zkrollout.dc.quorum: h3 waiting: A has 3 healthy, quorum 3)."
+  - A host that fails (or becomes unreachable, or does not register healthy within
+    C(zkrollout_health_wait) seconds after its play) keeps its slot - its instance is in an
+    unknown state and stays counted as down - and no further host starts once more hosts failed
+    than C(max_fail_percentage) of the play allows (none by default). The play then fails.
+  - "Slots carry their owner (C(controller:<zkrollout_controller_id>)) and a deadline. If the
+    controller dies, a re-run with the same controller id adopts its slots (new session and
+    deadline, no new quorum check: those hosts counted as down all along) and continues;
+    M(zkrollout.dc.rollout_control) with C(action=release_slot) frees them after the deadline
+    (or before it with C(force=true), once the host has been checked). A slot of another
+    controller that is past its deadline is released and the host queues for a new one."
   - ansible-core 2.19 prints a deprecation warning for strategy plugins that are not part of
     ansible-core; this plugin is optional and thin (the slot logic is the collection's shared
     core), and the agents need no strategy at all.
-  - "Play variables: C(zkrollout_service) (required); C(zkrollout_quorum) (integer or percentage;
-    default the quorum of C(<root>/staging/<service>)); C(zkrollout_max_parallel) (default that of
-    the staging entry, else 1); C(zkrollout_version) (recorded in the slot and required of the
-    registration before the slot is released; default the staging entry's version, else any);
+  - "Play variables: C(zkrollout_service) (required); C(zkrollout_quorum) (integer or percentage
+    of the hosts of the service; default the quorum of C(<root>/staging/<service>)); a quorum
+    that no host could ever stop under is refused before any host starts.
+    C(zkrollout_max_parallel) (default that of the staging entry, else 1); C(zkrollout_version)
+    (recorded in the slot and required of the registration before the slot is released; default
+    the staging entry's version, else any registration releases the slot);
     C(zkrollout_slot_timeout) (seconds until a slot counts as abandoned, default 3600);
     C(zkrollout_health_wait) (seconds to wait after the play for the host to register healthy,
-    default 60; a host that does not is treated as failed and keeps its slot);
-    C(zkrollout_wait_timeout) (seconds a host may wait for its turn, default 3600);
-    C(zkrollout_controller_id) (default C(ansible-playbook@<controller host name>)); the host id is
-    the host variable C(zkrollout_host_id), default C(inventory_hostname); and the connection
-    variables of the playbooks, C(zkrollout_zk_hosts), C(zkrollout_zk_root), C(zkrollout_zk_tls),
+    default 60); C(zkrollout_wait_timeout) (seconds the play may go without any host starting or
+    finishing while hosts wait for a slot, default 3600); C(zkrollout_controller_id) (default
+    C(ansible-playbook@<controller host name>)); the host id is the host variable
+    C(zkrollout_host_id), default C(inventory_hostname); and the connection variables of the
+    playbooks, C(zkrollout_zk_hosts), C(zkrollout_zk_root), C(zkrollout_zk_tls),
     C(zkrollout_zk_ca) and the other C(zkrollout_zk_*)."
 author:
-  - zkrollout.dc contributors
+  - zkrollout.dc contributors (@zkrollout)
 notes:
   - Hosts need the zkrollout agent (role M(zkrollout.dc.agent)) to register their instances; a
     service upgraded by the play should use the agent's C(external) driver, so the agent reports
-    its health without starting or stopping it.
+    its health and version without starting or stopping it.
+  - A registration lags the instance by the agent's health check (C(fall) failed checks). End the
+    play with a health check of your own (for example M(ansible.builtin.uri) until it answers),
+    and set C(zkrollout_version), so a slot is never released on the strength of a stale registration.
+  - Two plays that run at the same time on the same service need different
+    C(zkrollout_controller_id)s; the same id means "my own slots" and is meant for a re-run.
+  - Do not combine with C(serial); the slots are the batches.
 """
 
 import socket
@@ -59,12 +73,26 @@ from ansible.template import Templar
 from ansible.utils.display import Display
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import Slot, validate_version
-from ansible_collections.zkrollout.dc.plugins.module_utils.plan import resolve_quorum, slot_verdict
-from ansible_collections.zkrollout.dc.plugins.module_utils.slots import CONTROLLER_OWNER, controller_owner, release_slot, take_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, Slot, validate_quorum, validate_version
+from ansible_collections.zkrollout.dc.plugins.module_utils.plan import PlanError, check_service, resolve_quorum, slot_verdict
+from ansible_collections.zkrollout.dc.plugins.module_utils.slots import (
+    CONTROLLER_OWNER,
+    adopt_slot,
+    controller_owner,
+    release_slot,
+    take_slot,
+)
 from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.status import service_hosts
 from ansible_collections.zkrollout.dc.plugins.module_utils.zkclient import ConnectionOptions, ZkConnectionError, connect, disconnect
+
+try:
+    from kazoo.exceptions import KazooException
+    from kazoo.handlers.threading import KazooTimeoutError
+
+    ZK_ERRORS = (KazooException, KazooTimeoutError)
+except ImportError:  # zkclient.connect() reports the missing library when the play starts
+    ZK_ERRORS = ()
 
 display = Display()
 
@@ -86,6 +114,9 @@ SETTINGS = {
     "zkrollout_wait_timeout": 3600,
     "zkrollout_controller_id": None,
 }
+# ZooKeeper is read when a watch fires, and at least this often.
+TICK = 1.0
+PREFIX = "zkrollout.dc.quorum: "
 
 
 class QuorumGate(object):
@@ -95,100 +126,74 @@ class QuorumGate(object):
         self.service = settings["zkrollout_service"]
         if not self.service:
             raise AnsibleError("strategy zkrollout.dc.quorum needs the play variable zkrollout_service (the service this play upgrades)")
-        self.quorum = settings["zkrollout_quorum"]
-        self.max_parallel = settings["zkrollout_max_parallel"]
-        self.version = settings["zkrollout_version"]
-        self.slot_timeout = float(settings["zkrollout_slot_timeout"])
-        self.health_wait = float(settings["zkrollout_health_wait"])
-        self.wait_timeout = float(settings["zkrollout_wait_timeout"])
+        try:
+            self.quorum = None if settings["zkrollout_quorum"] is None else validate_quorum(settings["zkrollout_quorum"], field_name="zkrollout_quorum")
+            self.version = None if not settings["zkrollout_version"] else validate_version(settings["zkrollout_version"], field_name="zkrollout_version")
+        except PayloadError as exc:
+            raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
+        self.max_parallel = None if settings["zkrollout_max_parallel"] is None else _number(settings, "zkrollout_max_parallel", int, 1)
+        self.slot_timeout = _number(settings, "zkrollout_slot_timeout", float, 1)
+        self.health_wait = _number(settings, "zkrollout_health_wait", float, 0)
+        self.wait_timeout = _number(settings, "zkrollout_wait_timeout", float, 1)
         self.owner = controller_owner(settings["zkrollout_controller_id"] or "ansible-playbook@%s" % socket.gethostname())
         self.host_ids = host_ids
         self.state = {name: WAITING for name in host_ids}
         self.finished_at = {}
         self.allowed_failures = int(len(host_ids) * (max_fail_percentage or 0) / 100)
-        self.started = time.monotonic()
+        self.last_progress = time.monotonic()
         self.next_check = 0.0
-        self.last_reason = None
+        self.last_wait = None
+        self.zk_trouble = None
         self.woken = threading.Event()
         self.layout = Layout(connection.root)
         try:
             self.client = connect(connection)
         except ZkConnectionError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
-        self.client.ensure_path(self.layout.slots(self.service))
+        try:
+            self._announce(read_snapshot(self.client, self.layout))
+            # The sub-trees of a staged service: agents and modules expect all three once the staging node exists.
+            for path in self.layout.release_children(self.service):
+                self.client.ensure_path(path)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
         """Disconnect; slots of failed hosts stay held on purpose."""
         disconnect(self.client)
 
-    # Numbers from the play, else from the staging entry.
+    # The numbers: from the play, else from the staging entry.
     def _numbers(self, snapshot):
+        """``(resolved quorum, max_parallel, target version or None)`` on ``snapshot``."""
         release = snapshot.service(self.service).release
         quorum = self.quorum if self.quorum is not None else (release.quorum if release else None)
         if quorum is None:
             raise AnsibleError("strategy zkrollout.dc.quorum: set zkrollout_quorum, or stage %s with a quorum" % self.service)
-        resolved = max(1, resolve_quorum(quorum if isinstance(quorum, str) and quorum.endswith("%") else int(quorum),
-                                         len(service_hosts(snapshot, self.service))))
-        max_parallel = int(self.max_parallel or (release.max_parallel if release else 1))
+        resolved = max(1, resolve_quorum(quorum, len(service_hosts(snapshot, self.service))))
+        max_parallel = self.max_parallel or (release.max_parallel if release else 1)
         version = self.version or (release.version if release else None)
         return resolved, max_parallel, version
 
-    def _slot_holder(self, snapshot, host_id):
-        slot = snapshot.service(self.service).slots.get(host_id, "none")
-        return None if slot == "none" else slot
+    def _announce(self, snapshot):
+        """Refuse numbers under which no host could ever stop; say what the play will do."""
+        quorum, max_parallel, version = self._numbers(snapshot)
+        hosts = service_hosts(snapshot, self.service)
+        try:
+            check_service(self.service, self.quorum if self.quorum is not None else snapshot.service(self.service).release.quorum,
+                          len(hosts), max_parallel)
+        except PlanError as exc:
+            raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
+        registrations = snapshot.service(self.service).registrations
+        display.display(PREFIX + "%s has %d host(s), %d healthy, quorum %d, max_parallel %d, target %s; slots owned by %s expire after %gs"
+                        % (self.service, len(hosts), len(set(registrations) - set(snapshot.service(self.service).slots)), quorum,
+                           max_parallel, version or "any registered version", self.owner, self.slot_timeout))
+        unknown = sorted(name for name, host_id in self.host_ids.items() if host_id not in hosts)
+        if unknown:
+            display.warning(PREFIX + "%s: not in the roster of %s and not registered, so counted as down; each slot is released only once "
+                            "the host's agent registers it" % (", ".join(unknown), self.service))
 
-    def _try_admit(self, name):
-        host_id = self.host_ids[name]
-        snapshot = read_snapshot(self.client, self.layout)
-        held = self._slot_holder(snapshot, host_id)
-        if held is not None and held.owner == self.owner:
-            display.display("zkrollout.dc.quorum: %s resumes with the slot of %s it already holds" % (name, self.service))
-            return True
-        if held is not None and held.owner.startswith(CONTROLLER_OWNER) and held.deadline is not None and held.deadline < time.time():
-            display.warning("zkrollout.dc.quorum: %s adopts the abandoned slot of %s left by %s" % (name, self.service, held.owner))
-            release_slot(self.client, self.layout, self.service, host_id, owner=held.owner)
-        _, _, version = self._numbers(snapshot)
-        registration = snapshot.service(self.service).registrations.get(host_id)
-        slot = Slot(to_version=validate_version(version or "unknown"), since=time.time(),
-                    from_version=registration.version if registration else None, owner=self.owner,
-                    session="%x" % self.client.client_id[0], deadline=time.time() + self.slot_timeout)
-
-        def allow(fresh):
-            quorum, max_parallel, _ = self._numbers(fresh)
-            state = fresh.service(self.service)
-            return slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel)
-
-        taken, reason, _ = take_slot(self.client, self.layout, self.service, host_id, slot, allow, identifier=self.owner)
-        if taken:
-            display.display("zkrollout.dc.quorum: %s takes a slot of %s (%s)" % (name, self.service, reason))
-        elif reason != self.last_reason:
-            display.display("zkrollout.dc.quorum: %s %s" % (name, reason))
-        self.last_reason = None if taken else reason
-        return taken
-
-    def _released(self, name, snapshot):
-        """Release the slot of a host that finished once its instance is registered healthy again."""
-        host_id = self.host_ids[name]
-        _, _, version = self._numbers(snapshot)
-        registration = snapshot.service(self.service).registrations.get(host_id)
-        if registration is not None and (version is None or registration.version == version):
-            release_slot(self.client, self.layout, self.service, host_id, owner=self.owner)
-            display.display("zkrollout.dc.quorum: %s is healthy again on %s: slot of %s released" % (name, registration.version, self.service))
-            return True
-        if time.monotonic() - self.finished_at[name] > self.health_wait:
-            raise _HostFailed("did not register healthy%s in %s within %ss after its play" % (
-                " on %s" % version if version else "", self.layout.current_service(self.service), self.health_wait))
-        return False
-
-    def _arm_watches(self):
-        for path in (self.layout.slots(self.service), self.layout.current_service(self.service)):
-            if self.client.exists(path, watch=self._wake) is not None:
-                self.client.get_children(path, watch=self._wake)
-
-    def _wake(self, _event=None):
-        # Runs on kazoo's thread: only signal.
-        self.woken.set()
-
+    # The state of the play.
     def _names(self, *states):
         return [name for name, value in self.state.items() if value in states]
 
@@ -200,72 +205,206 @@ class QuorumGate(object):
     def admit(self, strategy, iterator, candidates):
         """The hosts the free strategy may schedule now; blocks while no admitted host has work.
 
-        ZooKeeper is read only when a watch fired (a slot or a registration changed) or a one-second
-        tick passed, although the free strategy asks many times a second.
+        ZooKeeper is read only when a watch fired (a slot or a registration changed), a host
+        finished its play, or a one-second tick passed, although the free strategy asks many
+        times a second.
         """
         by_name = {host.get_name(): host for host in candidates}
         while True:
-            self._fail_lost_hosts(strategy, iterator, by_name)
+            self._note_hosts(strategy, iterator, by_name)
             if self.woken.is_set() or time.monotonic() >= self.next_check:
                 self.woken.clear()
-                self.next_check = time.monotonic() + 1.0
-                self._arm_watches()
-                self._step(strategy, iterator, by_name)
-            waiting = [name for name in self._names(WAITING) if name in by_name]
-            halted = self.failures > self.allowed_failures
-            if halted and waiting:
-                display.warning("zkrollout.dc.quorum: %d host(s) failed (max_fail_percentage allows %d): %s will not start"
-                                % (self.failures, self.allowed_failures, ", ".join(waiting)))
-                for name in waiting:
-                    self.state[name] = SKIPPED
-                waiting = []
+                self.next_check = time.monotonic() + TICK
+                self._step(strategy, by_name)
+            self._halt_if_too_many_failures(by_name)
             active = [by_name[name] for name in self._names(ADMITTED, DONE) if name in by_name]
             if any(self._has_work(strategy, iterator, host) for host in active):
                 return active
+            waiting = [name for name in self._names(WAITING) if name in by_name]
             if not waiting and not self._names(RELEASING):
                 return active
-            if time.monotonic() - self.started > self.wait_timeout:
-                raise AnsibleError("strategy zkrollout.dc.quorum: %s still waiting for a slot of %s after %ss (%s)"
-                                   % (", ".join(waiting), self.service, self.wait_timeout, self.last_reason))
+            if waiting and time.monotonic() - self.last_progress > self.wait_timeout:
+                raise AnsibleError("strategy zkrollout.dc.quorum: no host of %s started or finished for %gs; %s still wait for a slot (%s)"
+                                   % (self.service, self.wait_timeout, ", ".join(waiting), self.last_wait or self.zk_trouble))
             self.woken.wait(max(0.0, self.next_check - time.monotonic()))
 
     @staticmethod
     def _has_work(strategy, iterator, host):
         return iterator.get_next_task_for_host(host, peek=True)[1] is not None or strategy._blocked_hosts.get(host.get_name(), False)
 
-    def _fail_lost_hosts(self, strategy, iterator, by_name):
-        """An admitted host that failed or became unreachable keeps its slot: its instance counts as down."""
+    def _note_hosts(self, strategy, iterator, by_name):
+        """Failed or unreachable hosts keep their slots; hosts without work left go to releasing."""
         for name in self._names(ADMITTED, RELEASING):
             host = by_name.get(name)
-            if host is None or iterator.is_failed(host) or strategy._tqm._unreachable_hosts.get(name):
-                display.warning("zkrollout.dc.quorum: %s failed; it keeps its slot of %s (its instance counts as down)" % (name, self.service))
-                self.state[name] = FAILED
-
-    def _step(self, strategy, iterator, by_name):
-        """Release the slots of hosts that finished and registered healthy; admit the next host if the quorum allows."""
-        snapshot = None
-        for name in self._names(ADMITTED):
-            if not self._has_work(strategy, iterator, by_name[name]):
+            if strategy._tqm._unreachable_hosts.get(name):
+                self._fail(strategy, name, "is unreachable")
+            elif host is None or iterator.is_failed(host):
+                self._fail(strategy, name, "failed")
+            elif self.state[name] == ADMITTED and not self._has_work(strategy, iterator, host):
                 self.state[name] = RELEASING
                 self.finished_at[name] = time.monotonic()
+                self.woken.set()
+
+    def _fail(self, strategy, name, why, count=False):
+        display.warning(PREFIX + "%s %s; it keeps its slot of %s (its instance counts as down until someone checks it)" % (name, why, self.service))
+        self.state[name] = FAILED
+        self.last_progress = time.monotonic()
+        strategy._tqm._failed_hosts[name] = True
+        if count:
+            strategy._tqm._stats.increment("failures", name)
+
+    def _halt_if_too_many_failures(self, by_name):
+        waiting = [name for name in self._names(WAITING) if name in by_name]
+        if waiting and self.failures > self.allowed_failures:
+            display.warning(PREFIX + "%d host(s) failed (max_fail_percentage allows %d): %s will not start"
+                            % (self.failures, self.allowed_failures, ", ".join(waiting)))
+            for name in waiting:
+                self.state[name] = SKIPPED
+
+    # ZooKeeper.
+    def _arm_watches(self):
+        for path in (self.layout.slots(self.service), self.layout.current_service(self.service)):
+            if self.client.exists(path, watch=self._wake) is not None:
+                self.client.get_children(path, watch=self._wake)
+        # A re-registration with a new version rewrites the node: only a data watch sees that.
         for name in self._names(RELEASING):
-            snapshot = snapshot or read_snapshot(self.client, self.layout)
-            try:
-                if self._released(name, snapshot):
-                    self.state[name] = DONE
-            except _HostFailed as exc:
-                display.warning("zkrollout.dc.quorum: %s %s; it keeps its slot of %s" % (name, exc, self.service))
-                self.state[name] = FAILED
-                strategy._tqm._failed_hosts[name] = True
-        # Sliding window: admit hosts one after the other for as long as the quorum allows.
+            self.client.exists(self.layout.registration(self.service, self.host_ids[name]), watch=self._wake)
+
+    def _wake(self, _event=None):
+        # Runs on kazoo's thread: only signal.
+        self.woken.set()
+
+    def _step(self, strategy, by_name):
+        """Release the slots of hosts that finished and registered healthy; admit waiting hosts the quorum allows."""
+        try:
+            self._arm_watches()
+            snapshot = read_snapshot(self.client, self.layout)
+            for name in self._names(RELEASING):
+                self._release_if_healthy(strategy, name, snapshot)
+            self._admit_waiting(snapshot, by_name)
+            self.zk_trouble = None
+        except ZK_ERRORS as exc:
+            # Nothing stops without a slot, so waiting out a ZooKeeper outage is safe.
+            trouble = "ZooKeeper does not answer (%s): no host starts or releases its slot until it does" % exc.__class__.__name__
+            if trouble != self.zk_trouble:
+                display.warning(PREFIX + trouble)
+            self.zk_trouble = trouble
+
+    def _release_if_healthy(self, strategy, name, snapshot):
+        host_id = self.host_ids[name]
+        _unused, _unused, version = self._numbers(snapshot)
+        registration = snapshot.service(self.service).registrations.get(host_id)
+        if registration is not None and (version is None or registration.version == version):
+            if release_slot(self.client, self.layout, self.service, host_id, owner=self.owner):
+                display.display(PREFIX + "%s is healthy again on %s: slot of %s released" % (name, registration.version, self.service))
+            else:
+                display.warning(PREFIX + "%s is healthy again on %s, but its slot of %s was no longer held by %s (released by an operator?)"
+                                % (name, registration.version, self.service, self.owner))
+            self.state[name] = DONE
+            self.last_progress = time.monotonic()
+        elif time.monotonic() - self.finished_at[name] > self.health_wait:
+            self._fail(strategy, name, "did not register healthy%s in %s within %gs after its play" % (
+                " on %s" % version if version else "", self.layout.current_service(self.service), self.health_wait), count=True)
+
+    def _admit_waiting(self, snapshot, by_name):
+        """Admit waiting hosts in inventory order while the numbers allow; a host that must wait does not block a later one."""
+        head_wait = None
         for name in [name for name in self._names(WAITING) if name in by_name]:
-            if self.failures > self.allowed_failures or not self._try_admit(name):
+            if self.failures > self.allowed_failures:
+                return
+            host_id = self.host_ids[name]
+            state = snapshot.service(self.service)
+            quorum, max_parallel, _unused = self._numbers(snapshot)
+            if host_id in state.slots:
+                claim = self._claim_held(name, host_id, state.slots[host_id])
+                if claim is True:
+                    self._admitted(name)
+                    continue
+                if claim is not None:
+                    head_wait = head_wait or (name, claim)
+                    continue
+            else:
+                allowed, reason = slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel)
+                if not allowed:
+                    head_wait = head_wait or (name, reason)
+                    if len(state.slots) >= max_parallel:
+                        break
+                    continue
+            taken, reason = self._take(name, host_id, snapshot)
+            if not taken:
+                head_wait = head_wait or (name, reason)
                 break
-            self.state[name] = ADMITTED
+            snapshot = read_snapshot(self.client, self.layout)
+        if head_wait and head_wait != self.last_wait:
+            display.display(PREFIX + "%s %s" % head_wait)
+        self.last_wait = head_wait
+
+    def _claim_held(self, name, host_id, slot):
+        """A waiting host already has a slot: True if it is ours (adopted), None if it was abandoned and released, else why it waits."""
+        if slot is not None and slot.owner == self.owner:
+            adopted = adopt_slot(self.client, self.layout, self.service, host_id, self.owner, self._session(), time.time() + self.slot_timeout,
+                                 to_version=self.version)
+            if adopted is not None:
+                display.display(PREFIX + "%s resumes with the slot of %s it already holds (taken %s ago, %s -> %s)"
+                                % (name, self.service, _ago(adopted.since), adopted.from_version, adopted.to_version))
+                return True
+            return "waiting: its slot of %s changed hands while it was adopted" % self.service
+        if slot is not None and slot.owner.startswith(CONTROLLER_OWNER) and slot.deadline is not None and slot.deadline < time.time():
+            if release_slot(self.client, self.layout, self.service, host_id, owner=slot.owner):
+                display.warning(PREFIX + "%s: the slot of %s left by %s passed its deadline %s ago; released, %s queues for a new one"
+                                % (name, self.service, slot.owner, _ago(slot.deadline), name))
+            return None
+        owner = slot.owner if slot is not None else "an unknown owner (malformed slot)"
+        until = " until %s" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(slot.deadline)) if slot is not None and slot.deadline else ""
+        return "waiting: the slot of %s on %s is held by %s%s" % (self.service, host_id, owner, until)
+
+    def _take(self, name, host_id, snapshot):
+        _unused, _unused, version = self._numbers(snapshot)
+        registration = snapshot.service(self.service).registrations.get(host_id)
+        slot = Slot(to_version=version or "unknown", since=time.time(), from_version=registration.version if registration else None,
+                    owner=self.owner, session=self._session(), deadline=time.time() + self.slot_timeout)
+
+        def allow(fresh):
+            quorum, max_parallel, _unused = self._numbers(fresh)
+            state = fresh.service(self.service)
+            return slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel)
+
+        taken, reason, _unused = take_slot(self.client, self.layout, self.service, host_id, slot, allow, identifier=self.owner)
+        if taken:
+            display.display(PREFIX + "%s takes a slot of %s (%s)" % (name, self.service, reason))
+            self._admitted(name)
+        return taken, reason
+
+    def _admitted(self, name):
+        self.state[name] = ADMITTED
+        self.last_progress = time.monotonic()
+
+    def _session(self):
+        return "%x" % self.client.client_id[0]
+
+    def summary(self):
+        """One sentence on how the play's hosts ended, for the end of the play."""
+        parts = ["%d done" % len(self._names(DONE))]
+        for state, words in ((FAILED, "failed (holding their slots)"), (SKIPPED, "not started"), (WAITING, "never admitted")):
+            if self._names(state):
+                parts.append("%d %s: %s" % (len(self._names(state)), words, ", ".join(self._names(state))))
+        return PREFIX + "%s: %s" % (self.service, "; ".join(parts))
 
 
-class _HostFailed(Exception):
-    """A host finished its play but never came back healthy."""
+def _number(settings, name, kind, minimum):
+    """The play variable ``name`` as an int or float of at least ``minimum``, or an AnsibleError saying what is wrong."""
+    try:
+        value = kind(settings[name])
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < minimum:
+        raise AnsibleError("strategy zkrollout.dc.quorum: %s must be a number >= %s, got %r" % (name, minimum, settings[name]))
+    return value
+
+
+def _ago(timestamp):
+    """Seconds between ``timestamp`` and now, as ``42s``."""
+    return "%ds" % max(0, round(time.time() - timestamp))
 
 
 class StrategyModule(FreeStrategyModule):
@@ -296,7 +435,12 @@ class StrategyModule(FreeStrategyModule):
         # The gate applies max_fail_percentage itself; the free strategy would only warn that it cannot.
         play.max_fail_percentage = None
         try:
-            return super().run(iterator, play_context)
+            result = super().run(iterator, play_context)
+            display.display(self._gate.summary())
+            # A host that failed only in the gate (never healthy again) fails the play too.
+            if result == self._tqm.RUN_OK and self._gate.failures:
+                result = self._tqm.RUN_FAILED_HOSTS
+            return result
         finally:
             play.max_fail_percentage = max_fail_percentage
             self._gate.close()

@@ -63,6 +63,7 @@ class Agent(object):
         self.health = {name: HealthTracker(service) for name, service in config.services.items()}
         self.decisions = {}
         self.counters = {}
+        self._seen_version = {}
         self.client = None
         self.woken = threading.Event()
         self.stopping = threading.Event()
@@ -132,6 +133,11 @@ class Agent(object):
         if progress.version is None and config.initial_version:
             progress = self.state.update(name, version=config.initial_version)
         running = self.drivers[name].running_version(progress)
+        if running != self._seen_version.get(name):
+            # Another version (or none) runs now: its health starts from scratch, so a new version
+            # is registered only after it passed its own `rise` checks.
+            self.health[name].reset()
+            self._seen_version[name] = running
         healthy = self.health[name].update(running)
         return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
                          managed=config.driver != "external")
@@ -204,8 +210,11 @@ class Agent(object):
             if client.exists(layout.slots(name)) is not None:
                 client.get_children(layout.slots(name), watch=self._wake)
             # Watch only the member just ahead of ours in the ready queue, not the whole queue (no herd).
-            members = sorted((split_sequential(node)[1], node, split_sequential(node)[0])
-                             for node in client.get_children(layout.ready_queue(name)) if split_sequential(node))
+            try:
+                children = client.get_children(layout.ready_queue(name))
+            except NoNodeError:  # a staging node without its sub-trees: nothing to watch there yet
+                continue
+            members = sorted((split_sequential(node)[1], node, split_sequential(node)[0]) for node in children if split_sequential(node))
             mine = [i for i, (_sequence, _node, host) in enumerate(members) if host == self.host]
             if mine and mine[0] > 0:
                 client.exists(layout.ready_member(name, members[mine[0] - 1][1]), watch=self._wake)
