@@ -17,7 +17,6 @@ can tell when an instance began its switch and when it came back on its new vers
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -33,6 +32,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
 from ansible_collections.zkrollout.dc.tests.bed.agents import AgentFleet
 from ansible_collections.zkrollout.dc.tests.bed.artifacts import ArtifactServer, build_artifacts
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
+
+from . import tree
 
 V1, V2, V3_BROKEN, V4 = "1.0.0", "2.0.0", "3.0.0", "4.0.0"
 # 3.0.0 never passes its health check; 4.0.0 is a second good release for back-to-back rollouts.
@@ -308,13 +309,7 @@ class RolloutBed(object):
 
     def describe(self):
         """The rollout report, trimmed to what explains a stuck rollout."""
-        try:
-            report = self.report()
-        except Exception as exc:  # a failing report must not hide the original failure
-            return "(no report: %r)" % exc
-        keep = {"state": report["state"], "reason": report["reason"], "deploy_queue": report["deploy_queue"], "hosts": report["hosts"],
-                "services": {n: {k: s[k] for k in ("verdict", "reason", "slots", "failures", "ready_queue")} for n, s in report["services"].items()}}
-        return json.dumps(keep, indent=1, sort_keys=True)
+        return tree.explain_rollout(self.report)
 
     def agent_logs(self, lines=15):
         """The last lines of every agent's log."""

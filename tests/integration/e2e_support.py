@@ -233,13 +233,7 @@ class EndToEndFleet(object):
 
     def describe(self):
         """The rollout report, trimmed to what explains a stuck rollout."""
-        try:
-            report = self.report()
-        except Exception as exc:  # a failing report must not hide the original failure
-            return "(no report: %r)" % exc
-        keep = {"state": report["state"], "reason": report["reason"], "deploy_queue": report["deploy_queue"], "hosts": report["hosts"],
-                "services": {n: {k: s[k] for k in ("verdict", "reason", "slots", "failures", "ready_queue")} for n, s in report["services"].items()}}
-        return json.dumps(keep, indent=1, sort_keys=True)
+        return tree.explain_rollout(self.report)
 
     def agent_logs(self, lines=12):
         """The last lines of every agent's log (state_dir/agent.log on each host)."""

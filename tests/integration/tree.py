@@ -437,3 +437,15 @@ def run_playbook(playbook, extra_vars=(), options=(), timeout=120):
     completed = subprocess.run(playbook_command(playbook, extra_vars, options), env=playbook_environment(), stdin=subprocess.DEVNULL,
                                capture_output=True, text=True, timeout=timeout, cwd=str(COLLECTION_ROOT), check=False)
     return PlaybookRun(completed.returncode, completed.stdout, completed.stderr)
+
+
+def explain_rollout(report):
+    """``report()``'s rollout report trimmed to what explains a stuck rollout, as JSON text."""
+    try:
+        full = report()
+    except Exception as exc:  # a failing report must not hide the failure being explained
+        return "(no report: %r)" % exc
+    services = {name: {key: service[key] for key in ("verdict", "reason", "slots", "failures", "ready_queue")}
+                for name, service in full["services"].items()}
+    trimmed = {"state": full["state"], "reason": full["reason"], "deploy_queue": full["deploy_queue"], "hosts": full["hosts"], "services": services}
+    return json.dumps(trimmed, indent=1, sort_keys=True)
