@@ -269,9 +269,8 @@ def test_a_quorum_under_which_no_host_could_ever_stop_is_refused_before_anything
         for host in ("h1", "h2"):
             hosts.join(host, {SERVICE: "1.0.0"})
 
-        run = tree.run_playbook(str(QUORUM_PLAYBOOK), ["zkrollout_zk_hosts=%s" % zk.hosts, "zkrollout_zk_root=%s" % zk_root, "zkrollout_quorum=2",
-                                 "zkrollout_wait_timeout=5"],
-                                ["-i", str(inventory)])
+        extra_vars = ["zkrollout_zk_hosts=%s" % zk.hosts, "zkrollout_zk_root=%s" % zk_root, "zkrollout_quorum=2", "zkrollout_wait_timeout=5"]
+        run = tree.run_playbook(str(QUORUM_PLAYBOOK), extra_vars, ["-i", str(inventory)])
 
         assert run.returncode != 0, run.output
         assert "service A: quorum 2 needs 2 healthy of 2 hosts, so no host may ever stop" in run.output, run.output
