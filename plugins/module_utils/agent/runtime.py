@@ -301,7 +301,10 @@ class Agent(object):
 
     def _start(self, name, version):
         pid = self.drivers[name].start(version)
+        # The agent checks the health of what it starts itself (rise passes), so the version
+        # counts as seen: the next iteration must not throw that verdict away.
         self.health[name].reset()
+        self._seen_version[name] = version
         self.state.update(name, version=version, pid=pid, since=time.time())
 
     def _prepare(self, name, version, snapshot):
