@@ -32,9 +32,11 @@ TIMEOUT = 600
 
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import layout, snapshot, status, zkclient  # noqa: E402
-from ansible_collections.zkrollout.dc.plugins.module_utils.plan import resolve_quorum  # noqa: E402
-from ansible_collections.zkrollout.dc.plugins.module_utils.render import host_lines, service_lines  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.render import host_lines, service_lines  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import resolve_quorum  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.fleet import clean_leftovers as clean_fleet  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor  # noqa: E402
@@ -81,7 +83,7 @@ def keep_logs():
 def wait_registered(client, tree, deadline):
     """Wait (bounded) until every host has registered every service."""
     while time.monotonic() < deadline:
-        view = snapshot.read_snapshot(client, tree)
+        view = reads.read_snapshot(client, tree)
         if all(len(view.service(name).registrations) == HOSTS for name in SERVICES):
             return
         time.sleep(0.3)
@@ -93,7 +95,7 @@ def live_view(client, tree, deadline):
     interactive = sys.stdout.isatty()
     last = report = None
     while time.monotonic() < deadline:
-        report = status.rollout_report(snapshot.read_snapshot(client, tree))
+        report = report.rollout_report(reads.read_snapshot(client, tree))
         lines = ["rollout %s: %s (%s)" % ((report["rollout"] or {}).get("id"), report["state"], report["reason"]),
                  "deploy queue: %s" % (" -> ".join(report["deploy_queue"]) or "empty"), ""] + host_lines(report) + [""] + service_lines(report)
         if interactive:
@@ -105,7 +107,7 @@ def live_view(client, tree, deadline):
             if progress != last:
                 print("  " + progress, flush=True)
                 last = progress
-        if report["state"] in status.TERMINAL_STATES:
+        if report["state"] in report.TERMINAL_STATES:
             return report
         time.sleep(0.25)
     print("demo: the rollout did not finish within %ds" % TIMEOUT, flush=True)

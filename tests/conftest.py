@@ -23,7 +23,7 @@ from ansible.plugins.loader import init_plugin_loader
 # code is imported; pytest-ansible installs it too late for the imports below.
 init_plugin_loader()
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import zkclient  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
 

@@ -40,7 +40,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.render import status_lines
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.render import status_lines
 
 
 def status_table(report):

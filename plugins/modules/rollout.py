@@ -99,9 +99,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, ReleaseSpec
-from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_cancel, plan_seed
-from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_cancel, plan_seed
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ReleaseSpec
 
 
 def main():

@@ -73,8 +73,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.writes import CONTROL_ACTIONS, plan_control
-from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import CONTROL_ACTIONS, plan_control
 
 
 def main():

@@ -84,9 +84,9 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.status import rollout_report
-from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import zk_argument_spec, zk_session
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import zk_argument_spec, zk_session
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 
 
 def main():

@@ -82,8 +82,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.waiter import wait_for_rollout
-from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import zk_argument_spec, zk_session
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import zk_argument_spec, zk_session
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.waiter import wait_for_rollout
 
 
 def main():

@@ -103,9 +103,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, ServiceSpec
-from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_stage, plan_unstage
-from ansible_collections.zkrollout.dc.plugins.module_utils.zk_module import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_stage, plan_unstage
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ServiceSpec
 
 
 def _quorum(value):

@@ -72,19 +72,13 @@ from ansible.plugins.strategy.free import StrategyModule as FreeStrategyModule
 from ansible.template import Templar
 from ansible.utils.display import Display
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, Slot, validate_quorum, validate_version
-from ansible_collections.zkrollout.dc.plugins.module_utils.plan import PlanError, check_service, resolve_quorum, slot_verdict
-from ansible_collections.zkrollout.dc.plugins.module_utils.slots import (
-    CONTROLLER_OWNER,
-    adopt_slot,
-    controller_owner,
-    release_slot,
-    take_slot,
-)
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.status import service_hosts
-from ansible_collections.zkrollout.dc.plugins.module_utils.zkclient import ConnectionOptions, ZkConnectionError, connect, disconnect
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, resolve_quorum, slot_verdict
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError, connect, disconnect
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot, release_slot, take_slot
 
 try:
     from kazoo.exceptions import KazooException

@@ -27,8 +27,11 @@ import time
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import model, snapshot, status, writes
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report
+from ansible_collections.zkrollout.dc.plugins.module_utils.core import model
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
 from ansible_collections.zkrollout.dc.tests.bed.agents import AgentFleet
 from ansible_collections.zkrollout.dc.tests.bed.artifacts import ArtifactServer, build_artifacts
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
@@ -249,11 +252,11 @@ class RolloutBed(object):
     # Reading the tree.
     def snapshot(self):
         """A fresh snapshot of the rollout tree."""
-        return snapshot.read_snapshot(self.client, self.layout)
+        return reads.read_snapshot(self.client, self.layout)
 
     def report(self):
-        """``status.rollout_report`` of a fresh snapshot."""
-        return status.rollout_report(self.snapshot())
+        """``rollout_report`` of a fresh snapshot."""
+        return rollout_report(self.snapshot())
 
     def registrations(self, service):
         """``{host: version}`` registered in ``current/<service>`` now."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 
 from . import tree
 

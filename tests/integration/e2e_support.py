@@ -32,8 +32,10 @@ from kazoo.handlers.threading import KazooTimeoutError
 from . import tree  # first: it makes the collection's plugins loadable in this process
 
 # isort: split
-from ansible_collections.zkrollout.dc.plugins.module_utils import snapshot, status, zkclient
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
 from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment
 from ansible_collections.zkrollout.dc.tests.bed.fleet import our_namespaces
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
@@ -183,11 +185,11 @@ class EndToEndFleet(object):
     # Reading the tree with the core.
     def snapshot(self):
         """A fresh snapshot of the rollout tree."""
-        return snapshot.read_snapshot(self.client, self.layout)
+        return reads.read_snapshot(self.client, self.layout)
 
     def report(self):
         """``rollout_report`` of a fresh snapshot: what rollout_info returns."""
-        return status.rollout_report(self.snapshot())
+        return report.rollout_report(self.snapshot())
 
     def registrations(self, service):
         """``{host: version}`` of the registered (healthy) instances of ``service``."""

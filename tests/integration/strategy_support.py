@@ -34,7 +34,7 @@ from . import tree  # first: it makes the collection's plugins loadable in this 
 # isort: split
 from kazoo.exceptions import NoNodeError
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot
 from ansible_collections.zkrollout.dc.tests.bed.environment import HOST_PYTHON, FleetEnvironment
 from ansible_collections.zkrollout.dc.tests.integration.e2e_support import ROOT, V1, V2, EndToEndFleet
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import status
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
 from ansible_collections.zkrollout.dc.tests.bed.artifacts import wrong_sha256
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN, V4, ArtifactStore, rollout_beds
@@ -98,9 +98,9 @@ def test_a_version_that_never_gets_healthy_is_rolled_back_and_halts_the_rollout(
     assert failure.rolled_back_to == V1
     fleet.wait_all_on("A", V1)
     assert not state.slots
-    word, reason = status.overall_state(snap)
+    word, reason = report.overall_state(snap)
     assert word == "failed", reason
-    assert status.verdict(snap, "A")[0] == "halted"
+    assert report.verdict(snap, "A")[0] == "halted"
 
     # Only the failed host's instance was ever restarted, and only it ever switched.
     pids_after = fleet.instance_pids("A")
@@ -125,7 +125,7 @@ def test_an_artifact_with_a_wrong_checksum_is_never_switched_to(bed, request):
     assert sorted(state.failures) == fleet.hosts
     assert {failure.stage for failure in state.failures.values()} == {"verify"}
     assert all("sha256 mismatch" in failure.reason for failure in state.failures.values())
-    assert status.overall_state(snap)[0] == "failed"
+    assert report.overall_state(snap)[0] == "failed"
     assert not state.slots
     fleet.wait_all_on("A", V1)
     assert fleet.instance_pids("A") == pids_before

@@ -20,7 +20,7 @@ import pytest
 from .e2e_support import V3_BROKEN, installed_fleet, other_good_version  # first: it makes the collection importable under pytest-ansible
 
 # isort: split
-from ansible_collections.zkrollout.dc.plugins.module_utils.plan import resolve_quorum
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import resolve_quorum
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import ReleaseSpec
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.status import overall_state
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 
 from . import tree
 from .tree import FakeFleet, release, service

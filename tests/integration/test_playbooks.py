@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 
 from . import tree
 from .tree import FakeFleet, dump_tree, release, service

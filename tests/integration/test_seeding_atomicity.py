@@ -36,10 +36,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import layout as layout_module
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import Failure, Registration, ReleaseSpec, RosterEntry, canonical_json
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout as layout_module
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Registration, ReleaseSpec, RosterEntry, canonical_json
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 
 from . import tree

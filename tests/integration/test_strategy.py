@@ -29,9 +29,9 @@ from .strategy_support import (  # first: it makes the collection importable und
 )
 
 # isort: split
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import Slot
-from ansible_collections.zkrollout.dc.plugins.module_utils.slots import adopt_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot
 from ansible_collections.zkrollout.dc.tests.integration import tree
 
 QUORUM = 3

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.waiter import wait_for_rollout
-from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_control, read_plan_apply
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.waiter import wait_for_rollout
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_control, read_plan_apply
 
 from . import tree
 from .tree import FakeFleet, release, service

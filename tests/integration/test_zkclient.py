@@ -14,8 +14,8 @@ import pytest
 from kazoo.client import KazooState
 from kazoo.exceptions import NoAuthError
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import zkclient
-from ansible_collections.zkrollout.dc.plugins.module_utils.zkclient import ConnectionOptions, ZkConnectionError
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import LOOPBACK, ZooKeeper, free_ports
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from pytest_ansible.module_dispatcher.v213 import ModuleDispatcherV213
 
-from ansible_collections.zkrollout.dc.plugins.module_utils import zkclient
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_seed, plan_stage, read_plan_apply
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     SCHEMA,
     Failure,
     Registration,
@@ -42,8 +42,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
     ServiceSpec,
     Slot,
 )
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.writes import plan_seed, plan_stage, read_plan_apply
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 
 # ZooKeeper's own subtree (quotas, config) is not ours to compare.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.layout import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import (
     DEFAULT_ROOT,
     Layout,
     LayoutError,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     ROLLOUT_STATES,
     Artifact,
     DeployEntry,

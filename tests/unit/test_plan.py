@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError, ReleaseSpec
-from ansible_collections.zkrollout.dc.plugins.module_utils.plan import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ReleaseSpec
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import (
     Plan,
     PlanError,
     ServicePlan,
@@ -68,7 +68,7 @@ def test_the_order_is_the_same_on_every_run_whatever_the_hash_seed():
     dependencies.update({"x%d" % i: [] for i in range(10)})
     script = (
         "import json, sys\n"
-        "from ansible_collections.zkrollout.dc.plugins.module_utils.plan import deploy_order\n"
+        "from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import deploy_order\n"
         "print(json.dumps(deploy_order(json.loads(sys.argv[1]))))\n"
     )
     orders = set()

@@ -10,7 +10,7 @@ import hashlib
 import pytest
 from kazoo.security import Permissions
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.zkclient import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import (
     ConnectionOptions,
     ZkConnectionError,
     parse_acl,

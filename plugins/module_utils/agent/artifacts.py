@@ -17,7 +17,7 @@ import tempfile
 from urllib.error import URLError
 from urllib.request import build_opener
 
-from ..model import validate_version
+from ..core.model import validate_version
 
 VERIFIED_MARKER = ".zkrollout-sha256"
 _CHUNK = 1 << 16

@@ -14,9 +14,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..layout import LayoutError, check_name
-from ..model import Artifact, PayloadError, validate_version
-from ..zkclient import ConnectionOptions, ZkConnectionError
+from ..core.layout import LayoutError, check_name
+from ..core.model import Artifact, PayloadError, validate_version
+from ..store.client import ConnectionOptions, ZkConnectionError
 
 # exec: the agent runs the process; systemd: one unit per version; external: something else (a
 # controller play, an operator) upgrades the service and the agent only reports its health and version.

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import slot_verdict, upgrade_budget
-from ..slots import AGENT_OWNER
-from ..status import healthy_hosts, resolved_quorum, service_complete
+from ..core.plan import slot_verdict, upgrade_budget
+from ..core.rules import (
+    agent_slot,
+    healthy_hosts,
+    lagging_dependencies,
+    most_popular_version,
+    pending_dependencies,
+    resolved_quorum,
+    rollout_release,
+    rollout_stage,
+    service_complete,
+)
 
 WAIT = "wait"
 START = "start"
@@ -57,53 +66,6 @@ class Decision(object):
     version: str = None
 
 
-def _rollout_release(snapshot, service):
-    """The service's release entry if it belongs to the rollout in the tree, else None."""
-    release = snapshot.service(service).release
-    rollout = snapshot.rollout
-    if release is None or rollout is None or rollout.id != release.rollout or service not in rollout.services:
-        return None
-    return release
-
-
-def _pending_dependencies(snapshot, release):
-    """Dependencies of ``release`` still in the deploy queue and not complete."""
-    queue = snapshot.queued_services
-    return [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
-
-
-def _own_slot(slot):
-    """True for a slot an agent took; a controller's slot (push mode) is not the agent's to release."""
-    return slot is not None and (slot.owner == "agent" or slot.owner.startswith(AGENT_OWNER))
-
-
-def rollout_stage(snapshot, service):
-    """``finished``, ``rolling`` (may switch now), ``pending`` (waits for others) or None (no rollout).
-
-    Sequential releases roll the head of the deploy queue; ``parallel`` releases roll every
-    queued service whose dependencies are complete.
-    """
-    if _rollout_release(snapshot, service) is None:
-        return None
-    queue = snapshot.queued_services
-    if service not in queue:
-        return "finished"
-    if not snapshot.rollout.parallel:
-        return "rolling" if queue[0] == service else "pending"
-    return "pending" if _pending_dependencies(snapshot, snapshot.service(service).release) else "rolling"
-
-
-def most_popular_version(snapshot, service, candidates):
-    """The version most registered instances of ``service`` run, among ``candidates``; ties go to the lower version string."""
-    counts = {}
-    for registration in snapshot.service(service).registrations.values():
-        if registration.version in candidates:
-            counts[registration.version] = counts.get(registration.version, 0) + 1
-    if not counts:
-        return None
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
-
-
 def start_decision(host, snapshot, local):
     """What a host whose instance is down starts, and why (the seed's rule).
 
@@ -114,7 +76,7 @@ def start_decision(host, snapshot, local):
     because starting is always allowed.
     """
     if snapshot is not None:
-        release = _rollout_release(snapshot, local.service)
+        release = rollout_release(snapshot, local.service)
         stage = rollout_stage(snapshot, local.service)
         failures = snapshot.service(local.service).failures
         rolling = stage == "rolling" and snapshot.rollout.active and not failures
@@ -128,21 +90,6 @@ def start_decision(host, snapshot, local):
     if local.progress.version in local.prepared:
         return Decision(START, "start %s: the last version this host ran" % local.progress.version, local.progress.version)
     return Decision(WAIT, "instance down: no usable version of %s on disk" % local.service)
-
-
-def lagging_dependencies(snapshot, release):
-    """Dependencies of ``release`` with an online instance that does not run its target yet.
-
-    A host that was away (partitioned, agent down) can bring an old instance of a dependency back
-    online after that dependency finished; its dependants wait until it has caught up.
-    """
-    lagging = []
-    for dep in release.depends_on:
-        dep_release = snapshot.service(dep).release
-        registrations = snapshot.service(dep).registrations.values()
-        if dep_release is not None and any(registration.version != dep_release.version for registration in registrations):
-            lagging.append(dep)
-    return lagging
 
 
 def _take_turn(host, snapshot, service, candidates, action, version):
@@ -199,10 +146,10 @@ def decide(host, snapshot, local, connected):
         return Decision(WAIT, "waiting: %s %s is not healthy yet" % (service, local.running))
     if registration is None or registration.version != local.running:
         return Decision(REGISTER, "register %s %s as healthy" % (service, local.running), local.running)
-    release = _rollout_release(snapshot, service)
+    release = rollout_release(snapshot, service)
     if host in state.slots:
         slot = state.slots[host]
-        if not _own_slot(slot):
+        if not agent_slot(slot):
             return Decision(WAIT, "waiting: the slot of %s on %s is held by %s, not by this agent"
                             % (service, host, slot.owner if slot is not None else "an unknown owner (malformed slot)"))
         return Decision(RELEASE_SLOT, "the slot of %s on %s is left from an interrupted run and this agent is idle: release it" % (service, host))
@@ -237,9 +184,9 @@ def decide(host, snapshot, local, connected):
         return Decision(WAIT, "waiting: %s is halted by the failure on %s" % (service, ", ".join(sorted(state.failures))))
     if stage not in ("rolling", "finished"):
         if rollout.parallel:
-            return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(_pending_dependencies(snapshot, release))))
+            return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(pending_dependencies(snapshot, service))))
         return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, snapshot.queued_services[0]))
-    lagging = lagging_dependencies(snapshot, release)
+    lagging = lagging_dependencies(snapshot, service)
     if lagging:
         return Decision(WAIT, "waiting: %s depends on %s, which still has instances not on its target" % (service, ", ".join(lagging)))
     return _take_turn(host, snapshot, service, state.ready_hosts, TAKE_SLOT, target)

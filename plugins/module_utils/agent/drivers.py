@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from ..model import validate_version
+from ..core.model import validate_version
 
 
 class DriverError(Exception):

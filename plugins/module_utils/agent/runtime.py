@@ -16,11 +16,12 @@ import os
 import threading
 import time
 
-from ..layout import Layout, split_sequential
-from ..model import Failure, Registration, RolloutState, RosterEntry, Slot
-from ..slots import agent_owner, release_slot, take_slot
-from ..snapshot import read_snapshot
-from ..zkclient import build_client
+from ..core.layout import Layout, split_sequential
+from ..core.model import Failure, Registration, RolloutState, RosterEntry, Slot
+from ..core.rules import agent_owner
+from ..store.client import build_client
+from ..store.reads import read_snapshot
+from ..store.slots import release_slot, take_slot
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
 from .decide import Decision, LocalView, decide

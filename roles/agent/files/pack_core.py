@@ -1,7 +1,7 @@
 """Pack the collection's shared core (plugins/module_utils) into one importable zip.
 
-Run on the controller by the role. The zip holds the package ``zkrollout_core`` (the core and its
-``agent`` sub-package) with fixed timestamps and sorted entries, so the same code always gives the
+Run on the controller by the role. The zip holds the package ``zkrollout_core``: what ships to hosts (``core``,
+``store`` and ``agent``), never the controller-only ``controller`` sub-package with fixed timestamps and sorted entries, so the same code always gives the
 same bytes: the role then copies one file, and only when the code really changed.
 
     python3 pack_core.py <module_utils dir> <zip path>
@@ -14,13 +14,16 @@ import zipfile
 
 PACKAGE = "zkrollout_core"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+# Controller-only code (writes, waiter, reports, the Ansible adapter) never runs on a host.
+CONTROLLER_ONLY = "controller"
 
 
 def entries(source):
     """(archive name, file path) of every .py file under ``source``, sorted."""
     found = [(PACKAGE + "/__init__.py", None)]
     for directory, subdirectories, files in os.walk(source):
-        subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
+        skipped = {"__pycache__", CONTROLLER_ONLY} if directory == source else {"__pycache__"}
+        subdirectories[:] = sorted(d for d in subdirectories if d not in skipped)
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(directory, name)

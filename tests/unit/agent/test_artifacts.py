@@ -21,7 +21,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts impor
     prepared_versions,
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import HealthCheck, ServiceConfig
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import Artifact
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Artifact
 
 
 def tarball(path, files=(), links=(), dirs=()):

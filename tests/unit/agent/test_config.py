@@ -10,7 +10,7 @@ import json
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import ConfigError, load_config, parse_config
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import PayloadError
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError
 
 SHA = "ab" * 32
 DELETE = object()

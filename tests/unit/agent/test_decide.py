@@ -31,7 +31,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.decide import (
     rollout_stage,
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.localstate import ServiceProgress
-from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     Artifact,
     DeployEntry,
     Failure,
@@ -41,7 +41,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.model import (
     RosterEntry,
     Slot,
 )
-from ansible_collections.zkrollout.dc.plugins.module_utils.snapshot import QueueMember, ServiceState, Snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.snapshot import QueueMember, ServiceState, Snapshot
 
 ROLLOUT = "r1"
 NOW = 1700000000.0

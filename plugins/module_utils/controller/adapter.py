@@ -15,11 +15,11 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from .layout import Layout, LayoutError
-from .model import PayloadError
-from .plan import PlanError
+from ..core.layout import Layout, LayoutError
+from ..core.model import PayloadError
+from ..core.plan import PlanError
+from ..store.client import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect, parse_acl
 from .writes import WriteRefused, read_plan_apply
-from .zkclient import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect, parse_acl
 
 
 def zk_argument_spec():

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
-from .snapshot import read_snapshot
-from .status import TERMINAL_STATES, rollout_report
+from ..store.reads import read_snapshot
+from .report import TERMINAL_STATES, rollout_report
 
 
 def progress_events(previous, report, elapsed):

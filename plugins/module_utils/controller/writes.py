@@ -15,10 +15,10 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from .model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
-from .plan import PlanError, check_service, deploy_order, plan_release
-from .snapshot import read_snapshot
-from .status import rollout_report
+from ..core.model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
+from ..core.plan import PlanError, check_service, deploy_order, plan_release
+from ..store.reads import read_snapshot
+from .report import rollout_report
 
 try:
     from kazoo.exceptions import RolledBackError

@@ -8,57 +8,17 @@ what ``status.yml`` renders; ``verdict`` answers the seed's "ready to roll?" wit
 
 from __future__ import annotations
 
-from .plan import resolve_quorum, upgrade_budget
-
-TERMINAL_STATES = ("done", "failed", "aborted")
-
-
-def service_hosts(snapshot, name):
-    """Every host that runs ``name``: its roster hosts plus any host registered for it."""
-    return sorted(set(snapshot.roster_of(name)) | set(snapshot.service(name).registrations))
-
-
-def resolved_quorum(snapshot, name):
-    """The release's quorum for ``name`` resolved against its hosts (at least 1), or None."""
-    release = snapshot.service(name).release
-    if release is None:
-        return None
-    return max(1, resolve_quorum(release.quorum, len(service_hosts(snapshot, name))))
-
-
-def healthy_hosts(snapshot, name):
-    """Hosts registered for ``name`` that hold no upgrade slot: the ones quorum counts."""
-    state = snapshot.service(name)
-    return sorted(set(state.registrations) - set(state.slots))
-
-
-def service_complete(snapshot, name):
-    """True when the release target of ``name`` is reached.
-
-    Every online instance runs the target, at least one is online and no slot is held. Offline
-    hosts do not hold a rollout back: they start the target when they come back.
-    """
-    state = snapshot.service(name)
-    if state.release is None or state.slots or not state.registrations:
-        return False
-    return all(reg.version == state.release.version for reg in state.registrations.values())
-
-
-def dependencies_complete(snapshot, name):
-    """True when every dependency of ``name`` in the release is complete."""
-    release = snapshot.service(name).release
-    return release is not None and all(
-        dep not in snapshot.queued_services or service_complete(snapshot, dep) for dep in release.depends_on
-    )
-
-
-def rollout_services(snapshot):
-    """Services of the current rollout in deploy order (the rollout node's list)."""
-    return list(snapshot.rollout.services) if snapshot.rollout else []
-
-
-def _halting_failures(state):
-    return state.failures if state.release is not None and state.failures else {}
+from ..core.plan import upgrade_budget
+from ..core.rules import (
+    TERMINAL_STATES,
+    halting_failures,
+    healthy_hosts,
+    pending_dependencies,
+    resolved_quorum,
+    rollout_services,
+    service_complete,
+    service_hosts,
+)
 
 
 def verdict(snapshot, name):
@@ -69,7 +29,7 @@ def verdict(snapshot, name):
         return "idle", "%s is not staged in any rollout" % name
     if service_complete(snapshot, name):
         return "done", "all %d online hosts run %s" % (len(state.registrations), release.version)
-    failures = _halting_failures(state)
+    failures = halting_failures(snapshot, name)
     if failures:
         first = sorted(failures)[0]
         return "halted", "upgrade to %s failed on %s (%s: %s); fix the cause, then retry %s with rollout_control" % (
@@ -81,7 +41,7 @@ def verdict(snapshot, name):
     if name not in queue:
         return "waiting", "%s is staged but not in the deploy queue" % name
     if rollout is not None and rollout.parallel:
-        pending = [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
+        pending = pending_dependencies(snapshot, name)
         if pending:
             return "waiting", "dependency %s is not complete" % ", ".join(pending)
     elif queue[0] != name:
@@ -118,7 +78,7 @@ def overall_state(snapshot):
         return "none", "no rollout in the tree"
     if rollout.state in TERMINAL_STATES:
         return rollout.state, rollout.reason or "the rollout is %s" % rollout.state
-    halted = [(name, host, failure) for name in rollout.services for host, failure in sorted(_halting_failures(snapshot.service(name)).items())]
+    halted = [(name, host, failure) for name in rollout.services for host, failure in sorted(halting_failures(snapshot, name).items())]
     if halted:
         return "failed", "; ".join("%s on %s: %s (%s)" % (name, host, failure.reason, failure.stage) for name, host, failure in halted)
     if all(service_complete(snapshot, name) for name in rollout.services):

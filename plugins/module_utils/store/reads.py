@@ -11,86 +11,14 @@ snapshots only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from .layout import LayoutError, split_sequential
-from .model import DeployEntry, Failure, PayloadError, Registration, ReleaseEntry, RolloutState, RosterEntry, Slot
+from ..core.layout import LayoutError, split_sequential
+from ..core.model import DeployEntry, Failure, PayloadError, Registration, ReleaseEntry, RolloutState, RosterEntry, Slot
+from ..core.snapshot import QueueMember, ServiceState, Snapshot
 
 try:
     from kazoo.exceptions import NoNodeError
 except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
     NoNodeError = LookupError
-
-
-@dataclass(frozen=True)
-class QueueMember(object):
-    """A sequential child (ready queue or deploy queue): its node name, owner name and sequence."""
-
-    node: str
-    name: str
-    sequence: int
-
-
-@dataclass(frozen=True)
-class ServiceState(object):
-    """Everything the tree says about one service."""
-
-    name: str
-    release: ReleaseEntry = None
-    release_version: int = -1
-    registrations: dict = field(default_factory=dict)
-    ready_queue: tuple = ()
-    slots: dict = field(default_factory=dict)
-    failures: dict = field(default_factory=dict)
-
-    @property
-    def ready_hosts(self):
-        """Hosts in the ready queue, first come first; a host appears once (its oldest entry)."""
-        seen = []
-        for member in self.ready_queue:
-            if member.name not in seen:
-                seen.append(member.name)
-        return seen
-
-
-@dataclass(frozen=True)
-class Snapshot(object):
-    """The rollout tree at one moment."""
-
-    rollout: RolloutState = None
-    rollout_version: int = -1
-    deploy_queue: tuple = ()
-    deploy_entries: dict = field(default_factory=dict)
-    roster: dict = field(default_factory=dict)
-    services: dict = field(default_factory=dict)
-    problems: tuple = ()
-    exists: bool = True
-
-    def service(self, name):
-        """The ServiceState of ``name`` (empty if the tree knows nothing of it)."""
-        return self.services.get(name) or ServiceState(name=name)
-
-    def roster_of(self, service):
-        """Sorted hosts whose roster entry lists ``service``."""
-        return sorted(host for host, entry in self.roster.items() if service in entry.services)
-
-    def roster_sizes(self):
-        """Number of roster hosts per service."""
-        sizes = {}
-        for entry in self.roster.values():
-            for service in entry.services:
-                sizes[service] = sizes.get(service, 0) + 1
-        return sizes
-
-    @property
-    def queued_services(self):
-        """Services in the deploy queue, head first."""
-        return [member.name for member in self.deploy_queue]
-
-    @property
-    def slots_held(self):
-        """``[(service, host, Slot)]`` for every held upgrade slot."""
-        return [(name, host, slot) for name, state in sorted(self.services.items()) for host, slot in sorted(state.slots.items())]
 
 
 class _Reader(object):

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .model import PayloadError, Slot
-from .snapshot import read_snapshot
+from ..core.model import PayloadError, Slot
+from .reads import read_snapshot
 
 try:
     from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError
@@ -46,18 +46,6 @@ except ImportError:  # zkclient.require_kazoo() reports the missing library wher
 
 
 LOCK_TIMEOUT = 5.0
-AGENT_OWNER = "agent:"
-CONTROLLER_OWNER = "controller:"
-
-
-def agent_owner(host):
-    """Owner string of a slot taken by the agent of ``host``."""
-    return AGENT_OWNER + host
-
-
-def controller_owner(controller_id):
-    """Owner string of a slot taken by a controller (one ansible-playbook run or its re-run)."""
-    return CONTROLLER_OWNER + controller_id
 
 
 def take_slot(client, layout, service, host, slot, allow, identifier=None, timeout=LOCK_TIMEOUT):

@@ -15,7 +15,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from .layout import DEFAULT_ROOT, check_root
+from ..core.layout import DEFAULT_ROOT, check_root
 
 try:
     from kazoo.client import KazooClient

@@ -1,0 +1,142 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rules of a rollout over a Snapshot: the one place ``decide``, the reports and the strategy ask.
+
+Healthy hosts, the resolved quorum, the upgrade budget, pending and lagging dependencies,
+completion and the rollout stage of a service are defined here once. A report formats what
+these functions say; it never re-derives them.
+"""
+
+from __future__ import annotations
+
+from .plan import resolve_quorum, upgrade_budget
+
+TERMINAL_STATES = ("done", "failed", "aborted")
+AGENT_OWNER = "agent:"
+CONTROLLER_OWNER = "controller:"
+
+
+def agent_owner(host):
+    """Owner string of a slot taken by the agent of ``host``."""
+    return AGENT_OWNER + host
+
+
+def controller_owner(controller_id):
+    """Owner string of a slot taken by a controller (one ansible-playbook run or its re-run)."""
+    return CONTROLLER_OWNER + controller_id
+
+
+def agent_slot(slot):
+    """True for a slot an agent took; a controller's slot (push mode) is not an agent's to release."""
+    return slot is not None and (slot.owner == "agent" or slot.owner.startswith(AGENT_OWNER))
+
+
+def service_hosts(snapshot, name):
+    """Every host that runs ``name``: its roster hosts plus any host registered for it."""
+    return sorted(set(snapshot.roster_of(name)) | set(snapshot.service(name).registrations))
+
+
+def resolved_quorum(snapshot, name):
+    """The release's quorum for ``name`` resolved against its hosts (at least 1), or None."""
+    release = snapshot.service(name).release
+    if release is None:
+        return None
+    return max(1, resolve_quorum(release.quorum, len(service_hosts(snapshot, name))))
+
+
+def healthy_hosts(snapshot, name):
+    """Hosts registered for ``name`` that hold no upgrade slot: the ones quorum counts."""
+    state = snapshot.service(name)
+    return sorted(set(state.registrations) - set(state.slots))
+
+
+def budget(snapshot, name):
+    """How many more upgrade slots of ``name`` may be taken now (0 without a release)."""
+    state = snapshot.service(name)
+    if state.release is None:
+        return 0
+    return upgrade_budget(len(healthy_hosts(snapshot, name)), len(state.slots), resolved_quorum(snapshot, name), state.release.max_parallel)
+
+
+def service_complete(snapshot, name):
+    """True when the release target of ``name`` is reached.
+
+    Every online instance runs the target, at least one is online and no slot is held. Offline
+    hosts do not hold a rollout back: they start the target when they come back.
+    """
+    state = snapshot.service(name)
+    if state.release is None or state.slots or not state.registrations:
+        return False
+    return all(reg.version == state.release.version for reg in state.registrations.values())
+
+
+def pending_dependencies(snapshot, name):
+    """Dependencies of ``name`` still in the deploy queue and not complete."""
+    release = snapshot.service(name).release
+    if release is None:
+        return []
+    queue = snapshot.queued_services
+    return [dep for dep in release.depends_on if dep in queue and not service_complete(snapshot, dep)]
+
+
+def lagging_dependencies(snapshot, name):
+    """Dependencies of ``name`` with an online instance that does not run its target yet.
+
+    A host that was away (partitioned, agent down) can bring an old instance of a dependency back
+    online after that dependency finished; its dependants wait until it has caught up.
+    """
+    release = snapshot.service(name).release
+    lagging = []
+    for dep in release.depends_on if release is not None else ():
+        dep_release = snapshot.service(dep).release
+        registrations = snapshot.service(dep).registrations.values()
+        if dep_release is not None and any(registration.version != dep_release.version for registration in registrations):
+            lagging.append(dep)
+    return lagging
+
+
+def rollout_services(snapshot):
+    """Services of the current rollout in deploy order (the rollout node's list)."""
+    return list(snapshot.rollout.services) if snapshot.rollout else []
+
+
+def rollout_release(snapshot, service):
+    """The service's release entry if it belongs to the rollout in the tree, else None."""
+    release = snapshot.service(service).release
+    rollout = snapshot.rollout
+    if release is None or rollout is None or rollout.id != release.rollout or service not in rollout.services:
+        return None
+    return release
+
+
+def rollout_stage(snapshot, service):
+    """``finished``, ``rolling`` (may switch now), ``pending`` (waits for others) or None (no rollout).
+
+    Sequential releases roll the head of the deploy queue; ``parallel`` releases roll every
+    queued service whose dependencies are complete.
+    """
+    if rollout_release(snapshot, service) is None:
+        return None
+    queue = snapshot.queued_services
+    if service not in queue:
+        return "finished"
+    if not snapshot.rollout.parallel:
+        return "rolling" if queue[0] == service else "pending"
+    return "pending" if pending_dependencies(snapshot, service) else "rolling"
+
+
+def most_popular_version(snapshot, service, candidates):
+    """The version most registered instances of ``service`` run, among ``candidates``; ties go to the lower version string."""
+    counts = {}
+    for registration in snapshot.service(service).registrations.values():
+        if registration.version in candidates:
+            counts[registration.version] = counts.get(registration.version, 0) + 1
+    if not counts:
+        return None
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
+
+
+def halting_failures(snapshot, name):
+    """The failure records that halt ``name`` (none without a release)."""
+    state = snapshot.service(name)
+    return state.failures if state.release is not None and state.failures else {}
