@@ -33,6 +33,7 @@ TIMEOUT = 600
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.render import host_lines, service_lines  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import TERMINAL_STATES, rollout_report  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import resolve_quorum  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
@@ -95,7 +96,7 @@ def live_view(client, tree, deadline):
     interactive = sys.stdout.isatty()
     last = report = None
     while time.monotonic() < deadline:
-        report = report.rollout_report(reads.read_snapshot(client, tree))
+        report = rollout_report(reads.read_snapshot(client, tree))
         lines = ["rollout %s: %s (%s)" % ((report["rollout"] or {}).get("id"), report["state"], report["reason"]),
                  "deploy queue: %s" % (" -> ".join(report["deploy_queue"]) or "empty"), ""] + host_lines(report) + [""] + service_lines(report)
         if interactive:
@@ -107,7 +108,7 @@ def live_view(client, tree, deadline):
             if progress != last:
                 print("  " + progress, flush=True)
                 last = progress
-        if report["state"] in report.TERMINAL_STATES:
+        if report["state"] in TERMINAL_STATES:
             return report
         time.sleep(0.25)
     print("demo: the rollout did not finish within %ds" % TIMEOUT, flush=True)

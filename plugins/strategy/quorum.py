@@ -145,7 +145,7 @@ class QuorumGate(object):
         except ZkConnectionError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
         try:
-            self._announce(read_snapshot(self.client, self.layout))
+            self._announce(read_snapshot(self.client, self.layout, services=[self.service]))
             # The sub-trees of a staged service: agents and modules expect all three once the staging node exists.
             for path in self.layout.release_children(self.service):
                 self.client.ensure_path(path)
@@ -260,9 +260,6 @@ class QuorumGate(object):
         for path in (self.layout.slots(self.service), self.layout.current_service(self.service)):
             if self.client.exists(path, watch=self._wake) is not None:
                 self.client.get_children(path, watch=self._wake)
-        # A re-registration with a new version rewrites the node: only a data watch sees that.
-        for name in self._names(RELEASING):
-            self.client.exists(self.layout.registration(self.service, self.host_ids[name]), watch=self._wake)
 
     def _wake(self, _event=None):
         # Runs on kazoo's thread: only signal.
@@ -272,7 +269,7 @@ class QuorumGate(object):
         """Release the slots of hosts that finished and registered healthy; admit waiting hosts the quorum allows."""
         try:
             self._arm_watches()
-            snapshot = read_snapshot(self.client, self.layout)
+            snapshot = read_snapshot(self.client, self.layout, services=[self.service])
             for name in self._names(RELEASING):
                 self._release_if_healthy(strategy, name, snapshot)
             self._admit_waiting(snapshot, by_name)
@@ -288,12 +285,12 @@ class QuorumGate(object):
         host_id = self.host_ids[name]
         _unused, _unused, version = self._numbers(snapshot)
         registration = snapshot.service(self.service).registrations.get(host_id)
-        if registration is not None and (version is None or registration.version == version):
+        if registration is not None and (version is None or registration == version):
             if release_slot(self.client, self.layout, self.service, host_id, owner=self.owner):
-                display.display(PREFIX + "%s is healthy again on %s: slot of %s released" % (name, registration.version, self.service))
+                display.display(PREFIX + "%s is healthy again on %s: slot of %s released" % (name, registration, self.service))
             else:
                 display.warning(PREFIX + "%s is healthy again on %s, but its slot of %s was no longer held by %s (released by an operator?)"
-                                % (name, registration.version, self.service, self.owner))
+                                % (name, registration, self.service, self.owner))
             self.state[name] = DONE
             self.last_progress = time.monotonic()
         elif time.monotonic() - self.finished_at[name] > self.health_wait:
@@ -328,7 +325,7 @@ class QuorumGate(object):
             if not taken:
                 head_wait = head_wait or (name, reason)
                 break
-            snapshot = read_snapshot(self.client, self.layout)
+            snapshot = read_snapshot(self.client, self.layout, services=[self.service])
         if head_wait and head_wait != self.last_wait:
             display.display(PREFIX + "%s %s" % head_wait)
         self.last_wait = head_wait
@@ -355,7 +352,7 @@ class QuorumGate(object):
     def _take(self, name, host_id, snapshot):
         _unused, _unused, version = self._numbers(snapshot)
         registration = snapshot.service(self.service).registrations.get(host_id)
-        slot = Slot(to_version=version or "unknown", since=time.time(), from_version=registration.version if registration else None,
+        slot = Slot(to_version=version or "unknown", since=time.time(), from_version=registration,
                     owner=self.owner, session=self._session(), deadline=time.time() + self.slot_timeout)
 
         def allow(fresh):

@@ -260,7 +260,7 @@ class RolloutBed(object):
 
     def registrations(self, service):
         """``{host: version}`` registered in ``current/<service>`` now."""
-        return {host: reg.version for host, reg in self.snapshot().service(service).registrations.items()}
+        return dict(self.snapshot().service(service).registrations)
 
     def slot_holders(self, service):
         """Hosts holding an upgrade slot of ``service`` right now."""
@@ -268,7 +268,8 @@ class RolloutBed(object):
 
     def registration_owner(self, service, host):
         """The session id owning ``host``'s registration of ``service``, or None if it is not registered."""
-        stat = self.client.exists(self.layout.registration(service, host))
+        version = self.registrations(service).get(host)
+        stat = self.client.exists(self.layout.registration(service, host, version)) if version is not None else None
         return stat.ephemeralOwner if stat is not None else None
 
     # Waiting.

@@ -193,7 +193,7 @@ class EndToEndFleet(object):
 
     def registrations(self, service):
         """``{host: version}`` of the registered (healthy) instances of ``service``."""
-        return {host: reg.version for host, reg in self.snapshot().service(service).registrations.items()}
+        return dict(self.snapshot().service(service).registrations)
 
     def settled_versions(self):
         """``{service: version}`` the whole fleet runs, with no slot held; AssertionError if it is not settled."""
@@ -201,7 +201,7 @@ class EndToEndFleet(object):
         versions = {}
         for name in self.services:
             state = view.service(name)
-            running = {host: reg.version for host, reg in state.registrations.items()}
+            running = dict(state.registrations)
             assert sorted(running) == self.hosts and len(set(running.values())) == 1 and not state.slots, (
                 "the fleet is not settled on one version of %s: %s, slots %s\n%s" % (name, running, sorted(state.slots), self.describe()))
             versions[name] = running[self.hosts[0]]

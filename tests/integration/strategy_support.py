@@ -261,13 +261,13 @@ class StrategyFleet(EndToEndFleet):
     def settled_version(self):
         """The one version of A that every host registers, with no slot held; None if the fleet is not settled."""
         view = self.snapshot().service(SERVICE)
-        versions = {registration.version for registration in view.registrations.values()}
+        versions = set(view.registrations.values())
         return versions.pop() if sorted(view.registrations) == self.hosts and len(versions) == 1 and not view.slots else None
 
     def settled_on(self, version, answering=False):
         """True when every host registers ``version`` for A and no slot is held; with ``answering``, the instances say so too."""
         view = self.snapshot().service(SERVICE)
-        registered = {host: reg.version for host, reg in view.registrations.items()}
+        registered = dict(view.registrations)
         if registered != dict.fromkeys(self.hosts, version) or view.slots:
             return False
         return not answering or self.versions_seen_now(SERVICE) == registered

@@ -200,7 +200,7 @@ def test_cancel_removes_the_whole_rollout_and_keeps_roster_and_registrations(zkr
     assert client.get_children(layout.deploy) == []
     assert client.exists(layout.rollout) is None
     snapshot = read_snapshot(client, layout)
-    assert sorted(snapshot.roster) == ["h1", "h2", "h3"]
+    assert sorted(snapshot.hosts) == ["h1", "h2", "h3"]
     assert sorted(snapshot.service("A").registrations) == ["h1", "h2", "h3"]
 
     before = tree_view()
@@ -650,11 +650,11 @@ def test_rollout_info_on_a_server_without_a_tree_says_there_is_no_rollout(zkroll
 def test_rollout_info_lists_a_malformed_znode_as_a_problem_and_reports_the_rest(zkrollout, fleet, client, layout):
     _three_hosts(fleet, {"A": "1.0.0"})
     tree.seed(client, layout, release(service("A"), id="r1"))
-    client.create(layout.host("h9"), b"{not json")
+    client.create(layout.slot("A", "h9"), b"{not json")
 
     info = zkrollout("rollout_info")
 
     assert info.get("failed") is not True, info
-    assert any(layout.host("h9") in problem for problem in info["problems"]), info["problems"]
-    assert any(layout.host("h9") in warning for warning in info.get("warnings", [])), info.get("warnings")
+    assert any(layout.slot("A", "h9") in problem for problem in info["problems"]), info["problems"]
+    assert any(layout.slot("A", "h9") in warning for warning in info.get("warnings", [])), info.get("warnings")
     assert sorted(info["hosts"]) == ["h1", "h2", "h3"]

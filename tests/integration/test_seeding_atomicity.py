@@ -38,7 +38,7 @@ import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout as layout_module
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Registration, ReleaseSpec, RosterEntry, canonical_json
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, ReleaseSpec, canonical_json
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 
@@ -145,12 +145,11 @@ class SeedingChild(object):
 
 def _prepare(client, layout):
     """The history every trial root shares: roster, registrations, rollout r0 with a ready host and a failure."""
-    client.ensure_path(layout.hosts)
     for host in ("h1", "h2", "h3"):
-        client.create(layout.host(host), RosterEntry(services=["A", "B", "C"], since=1.0, agent="test").to_bytes())
         for name in ("A", "B", "C"):
+            client.create(layout.roster_member(name, host), b"", makepath=True)
             client.ensure_path(layout.current_service(name))
-            client.create(layout.registration(name, host), Registration(version="1.0.0", since=1.0).to_bytes(), ephemeral=True)
+            client.create(layout.registration(name, host, "1.0.0"), b"", ephemeral=True)
     tree.seed(client, layout, OLD_RELEASE)
     client.create(layout.ready_prefix("A", "h1"), b"", ephemeral=True, sequence=True)
     client.create(layout.failure("B", "h2"), Failure(version="2.0.0", stage="health", reason="HTTP 500", at=1.0).to_bytes())

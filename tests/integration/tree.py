@@ -35,10 +35,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import La
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     SCHEMA,
     Failure,
-    Registration,
     ReleaseSpec,
     RolloutState,
-    RosterEntry,
     ServiceSpec,
     Slot,
 )
@@ -159,7 +157,7 @@ class FakeFleet(object):
     ``hosts`` is the ZooKeeper connection string, ``layout`` the tree's Layout. Each host gets
     its own session on first use, so its registrations and ready queue members are ephemeral
     nodes owned by it, and ``go_offline`` (closing the session) removes them as a crash would.
-    Persistent nodes (roster entries, slots, failure records) are written by a shared session.
+    Persistent nodes (roster members, slots, failure records) are written by a shared session.
     """
 
     def __init__(self, hosts, layout, session_timeout=4.0):
@@ -190,14 +188,15 @@ class FakeFleet(object):
 
     # Roster and registrations.
     def join(self, host, versions):
-        """Write ``host``'s roster entry for ``versions`` ({service: version}) and register each one.
+        """Put ``host`` in the roster of each service of ``versions`` ({service: version}) and register each one.
 
         A version of None puts the service in the roster without registering it (offline).
         """
-        self._shared.ensure_path(self.layout.hosts)
-        entry = RosterEntry(services=sorted(versions), since=time.time(), agent="fake")
-        self._put(self._shared, self.layout.host(host), entry.to_bytes())
         for service, version in sorted(versions.items()):
+            try:
+                self._shared.create(self.layout.roster_member(service, host), b"", makepath=True)
+            except NodeExistsError:  # a host re-joining
+                pass
             if version is not None:
                 self.register(service, host, version)
 
@@ -210,15 +209,16 @@ class FakeFleet(object):
         client = self.session(host)
         client.ensure_path(self.layout.current_service(service))
         self.deregister(service, host)
-        client.create(self.layout.registration(service, host), Registration(version=version, since=time.time(), agent="fake").to_bytes(),
-                      ephemeral=True)
+        client.create(self.layout.registration(service, host, version), b"", ephemeral=True)
 
     def deregister(self, service, host):
         """Remove ``host``'s registration of ``service`` if there is one."""
-        try:
-            self.session(host).delete(self.layout.registration(service, host))
-        except NoNodeError:
-            pass
+        version = read_snapshot(self._shared, self.layout, services=[service]).service(service).registrations.get(host)
+        if version is not None:
+            try:
+                self.session(host).delete(self.layout.registration(service, host, version))
+            except NoNodeError:
+                pass
 
     def go_offline(self, host):
         """Close ``host``'s session: its registrations and ready queue members disappear."""
@@ -248,7 +248,7 @@ class FakeFleet(object):
     def upgrade(self, service, host, version):
         """One agent's whole turn: take a slot, deregister, come back at ``version``, release the slot."""
         current = read_snapshot(self._shared, self.layout).service(service).registrations.get(host)
-        self.take_slot(service, host, version, from_version=current.version if current else None)
+        self.take_slot(service, host, version, from_version=current)
         self.deregister(service, host)
         self.register(service, host, version)
         self.release_slot(service, host)
@@ -256,10 +256,10 @@ class FakeFleet(object):
     def fail_upgrade(self, service, host, version, reason):
         """An agent's failed turn: slot, deregister, roll back to the old version, record the failure."""
         current = read_snapshot(self._shared, self.layout).service(service).registrations[host]
-        self.take_slot(service, host, version, from_version=current.version)
+        self.take_slot(service, host, version, from_version=current)
         self.deregister(service, host)
-        self.register(service, host, current.version)
-        self.record_failure(service, host, version, reason, rolled_back_to=current.version)
+        self.register(service, host, current)
+        self.record_failure(service, host, version, reason, rolled_back_to=current)
         self.release_slot(service, host)
 
     def roll_out(self, pause=0.0):
@@ -271,15 +271,9 @@ class FakeFleet(object):
         for service in snapshot.rollout.services:
             state = snapshot.service(service)
             for host in sorted(state.registrations):
-                if state.registrations[host].version != state.release.version:
+                if state.registrations[host] != state.release.version:
                     time.sleep(pause)
                     self.upgrade(service, host, state.release.version)
-
-    def _put(self, client, path, data):
-        try:
-            client.create(path, data)
-        except NodeExistsError:  # a host re-joining rewrites its roster entry
-            client.set(path, data)
 
     def complete_rollout(self):
         """What the agent that observes the last service complete does: empty the queue, mark it done."""

@@ -12,20 +12,22 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import (
     LayoutError,
     check_name,
     check_root,
+    split_registration,
     split_sequential,
 )
 
 # (builder, arguments, path relative to the root)
 PATHS = [
-    ("hosts", None, "/hosts"),
+    ("roster", None, "/roster"),
     ("current", None, "/current"),
     ("staging", None, "/staging"),
     ("deploy", None, "/deploy"),
     ("rollout", None, "/rollout"),
     ("locks", None, "/locks"),
-    ("host", ("web-01",), "/hosts/web-01"),
+    ("service_roster", ("web",), "/roster/web"),
+    ("roster_member", ("web", "web-01"), "/roster/web/web-01"),
     ("current_service", ("web",), "/current/web"),
-    ("registration", ("web", "web-01"), "/current/web/web-01"),
+    ("registration", ("web", "web-01", "1.2.0+b7"), "/current/web/web-01@1.2.0+b7"),
     ("release", ("web",), "/staging/web"),
     ("ready_queue", ("web",), "/staging/web/ready"),
     ("ready_prefix", ("web", "web-01"), "/staging/web/ready/web-01-"),
@@ -41,10 +43,12 @@ PATHS = [
 
 # Builders that take names, with the position of each name and its kind.
 NAMED_BUILDERS = [
-    ("host", ("web-01",), 0, "host"),
+    ("service_roster", ("web",), 0, "service"),
+    ("roster_member", ("web", "web-01"), 0, "service"),
+    ("roster_member", ("web", "web-01"), 1, "host"),
     ("current_service", ("web",), 0, "service"),
-    ("registration", ("web", "web-01"), 0, "service"),
-    ("registration", ("web", "web-01"), 1, "host"),
+    ("registration", ("web", "web-01", "1.0"), 0, "service"),
+    ("registration", ("web", "web-01", "1.0"), 1, "host"),
     ("release", ("web",), 0, "service"),
     ("ready_queue", ("web",), 0, "service"),
     ("ready_prefix", ("web", "web-01"), 0, "service"),
@@ -83,7 +87,7 @@ def test_the_default_root_is_dc():
 def test_containers_are_the_root_its_ancestors_and_its_persistent_parents(root, ancestors):
     assert Layout(root).containers() == ancestors + [
         root,
-        root + "/hosts",
+        root + "/roster",
         root + "/current",
         root + "/staging",
         root + "/deploy",
@@ -217,3 +221,23 @@ def test_ready_member_also_checks_the_service():
 
 def test_a_layout_shows_its_root():
     assert repr(Layout("/teams/web/dc/")) == "Layout('/teams/web/dc')"
+
+
+@pytest.mark.parametrize("version", ["../1", "1/2", "", "-1", "1@2", "v" * 65, None])
+def test_a_registration_refuses_a_version_that_is_not_one(version):
+    with pytest.raises(LayoutError) as caught:
+        Layout().registration("web", "web-01", version)
+    assert repr(version) in str(caught.value)
+
+
+@pytest.mark.parametrize("node, parsed", [
+    ("web-01@1.2.0+b7", ("web-01", "1.2.0+b7")),
+    ("h.example.com@2", ("h.example.com", "2")),
+    ("web-01", None),
+    ("web-01@", None),
+    ("@1.0", None),
+    ("web-01@1.0@2.0", None),
+    ("../x@1.0", None),
+])
+def test_a_registration_name_tells_the_host_and_its_version(node, parsed):
+    assert split_registration(node) == parsed

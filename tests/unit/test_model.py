@@ -14,11 +14,9 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     DeployEntry,
     Failure,
     PayloadError,
-    Registration,
     ReleaseEntry,
     ReleaseSpec,
     RolloutState,
-    RosterEntry,
     ServiceSpec,
     Slot,
 )
@@ -53,8 +51,6 @@ GOOD = {
         "by": "awx job 42",
         "reason": "",
     },
-    Registration: {"schema": 1, "version": "1.9.3", "since": 1700000000, "agent": "zkrollout-agent 0.1"},
-    RosterEntry: {"schema": 1, "services": ["web", "api"], "since": 1700000000, "agent": "0.1"},
     Slot: {
         "schema": 1,
         "from": "1.9.3",
@@ -82,8 +78,6 @@ REQUIRED = {
     ReleaseEntry: ["rollout", "service", "version", "artifact", "quorum"],
     DeployEntry: ["service"],
     RolloutState: ["id", "state", "spec_hash", "services"],
-    Registration: ["version", "since"],
-    RosterEntry: ["services"],
     Slot: ["to", "since"],
     Failure: ["version", "stage", "reason", "at"],
     ServiceSpec: ["name", "version", "artifact", "quorum"],
@@ -282,8 +276,8 @@ def test_json_that_is_not_an_object_is_refused_naming_the_path_and_what_it_got(c
 
 def test_a_payload_error_without_a_path_has_no_prefix():
     with pytest.raises(PayloadError) as caught:
-        Registration.from_bytes(b'{"schema":1,"version":"../1","since":1}')
-    assert str(caught.value).startswith("field 'version'")
+        Slot.from_bytes(b'{"schema":1,"to":"../1","since":1}')
+    assert str(caught.value).startswith("field 'to'")
     assert caught.value.path is None
 
 
@@ -447,11 +441,11 @@ def test_rollout_parallel_must_be_a_json_boolean(parallel):
 
 @pytest.mark.parametrize("since", [-1, float("-inf"), "1700000000", True, None])
 def test_a_timestamp_must_be_non_negative_seconds(since):
-    assert_names(refused(Registration, dict(GOOD[Registration], since=since)), PATH, "since", since)
+    assert_names(refused(Slot, dict(GOOD[Slot], since=since)), PATH, "since", since)
 
 
 def test_an_integer_timestamp_is_read_as_seconds():
-    assert Registration.from_dict(GOOD[Registration]).since == 1700000000.0
+    assert Slot.from_dict(dict(GOOD[Slot], since=1700000000)).since == 1700000000.0
 
 
 @pytest.mark.parametrize("value", [b"NaN", b"Infinity"])
@@ -460,8 +454,8 @@ def test_a_timestamp_that_is_not_a_finite_number_is_refused(value):
 
 
 def test_free_text_is_bounded():
-    assert_names(refused(Registration, dict(GOOD[Registration], agent="a" * 65)), PATH, "agent", "a" * 65)
-    assert Registration.from_dict(dict(GOOD[Registration], agent="a" * 64)).agent == "a" * 64
+    assert_names(refused(Slot, dict(GOOD[Slot], session="a" * 33)), PATH, "session", "a" * 33)
+    assert Slot.from_dict(dict(GOOD[Slot], session="a" * 32)).session == "a" * 32
 
 
 def test_free_text_refuses_terminal_control_characters():
@@ -473,9 +467,9 @@ def test_a_failure_stage_must_be_a_known_stage(stage):
     assert_names(refused(Failure, dict(GOOD[Failure], stage=stage)), PATH, "stage", stage)
 
 
-def test_a_roster_entry_needs_a_list_of_distinct_service_names():
-    assert_names(refused(RosterEntry, dict(GOOD[RosterEntry], services=["web", "web"])), PATH, "services", ["web", "web"])
-    assert_names(refused(RosterEntry, dict(GOOD[RosterEntry], services=["web", "a/b"])), PATH, "services[1]", "a/b")
+def test_the_rollout_services_are_a_list_of_distinct_service_names():
+    assert_names(refused(RolloutState, dict(GOOD[RolloutState], services=["web", "web"])), PATH, "services", ["web", "web"])
+    assert_names(refused(RolloutState, dict(GOOD[RolloutState], services=["web", "a/b"])), PATH, "services[1]", "a/b")
 
 
 def test_a_deploy_entry_names_a_valid_service():

@@ -76,6 +76,7 @@ class AgentConfig(object):
     zookeeper: ConnectionOptions
     services: dict
     loop_wait: float = 1.0
+    safety_tick: float = 60.0
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = None
     allowed_url_prefixes: tuple = ()
@@ -221,6 +222,7 @@ def parse_config(raw, path="agent config"):
         zookeeper=zookeeper,
         services=services,
         loop_wait=loop_wait,
+        safety_tick=_number(raw, "safety_tick", 60.0, path),
         metrics_bind=metrics.get("bind", "127.0.0.1"),
         metrics_port=metrics.get("port"),
         allowed_url_prefixes=tuple(prefixes),

@@ -118,7 +118,7 @@ def monitor_decision(host, snapshot, local, connected):
             return Decision(DEREGISTER, "the externally managed %s is %s: deregister" % (
                 local.service, "not running" if local.running is None else "unhealthy"))
         return Decision(WAIT, "the externally managed %s is %s" % (local.service, "not running" if local.running is None else "not healthy yet"))
-    if registration is None or registration.version != local.running:
+    if registration is None or registration != local.running:
         return Decision(REGISTER, "register the externally managed %s %s as healthy" % (local.service, local.running), local.running)
     return Decision(WAIT, "monitoring the externally managed %s %s" % (local.service, local.running))
 
@@ -144,7 +144,7 @@ def decide(host, snapshot, local, connected):
         if registration is not None:
             return Decision(DEREGISTER, "health check of %s %s failing: deregister" % (service, local.running))
         return Decision(WAIT, "waiting: %s %s is not healthy yet" % (service, local.running))
-    if registration is None or registration.version != local.running:
+    if registration is None or registration != local.running:
         return Decision(REGISTER, "register %s %s as healthy" % (service, local.running), local.running)
     release = rollout_release(snapshot, service)
     if host in state.slots:
@@ -161,7 +161,7 @@ def decide(host, snapshot, local, connected):
         if host in state.ready_hosts:
             return Decision(LEAVE_READY, "%s runs the target %s: leave the ready queue" % (service, target))
         if state.failures and release.on_failure == "rollback" and rollout.state == "running" and progress.previous in local.prepared:
-            candidates = sorted(h for h, reg in state.registrations.items() if reg.version == target)
+            candidates = sorted(h for h, version in state.registrations.items() if version == target)
             return _take_turn(host, snapshot, service, candidates, ROLLBACK, progress.previous)
         if rollout.state == "running" and rollout_stage(snapshot, service) == "rolling" and service_complete(snapshot, service) and not state.failures:
             return Decision(COMPLETE, "every online instance of %s runs %s and no slot is held: remove it from the deploy queue" % (service, target))

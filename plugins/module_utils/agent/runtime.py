@@ -1,11 +1,16 @@
 # Copyright: contributors to zkrollout.dc
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The agent's level-triggered loop: read a fresh snapshot, decide, perform one step, log why.
+"""The agent's level-triggered loop: refresh the view, decide, perform one step, log why.
 
 Rules carried over from Patroni and kazoo's issue tracker (docs/architecture.md, "Agent"):
-watch and connection callbacks only set an event; every ZooKeeper call happens on the loop's
-thread; a periodic tick covers lost watches; nothing is stopped unless the session is
-CONNECTED; ephemeral nodes left by an older session of ours are replaced, not trusted.
+watch and connection callbacks only signal; every ZooKeeper call happens on the loop's thread;
+nothing is stopped unless the session is CONNECTED; ephemeral nodes left by an older session
+of ours are replaced, not trusted.
+
+The agent reads only its own bounded view (``store.views.AgentView``): the rollout node, the
+deploy queue and its own services. Each loop probes the local instances (no ZooKeeper request)
+and decides on the view; the view re-reads only what a watch, an own write, a new session or
+the long ``safety_tick`` invalidated, and ``agent.wakeups`` plans which watches to keep.
 """
 
 from __future__ import annotations
@@ -16,18 +21,19 @@ import os
 import threading
 import time
 
-from ..core.layout import Layout, split_sequential
-from ..core.model import Failure, Registration, RolloutState, RosterEntry, Slot
-from ..core.rules import agent_owner
-from ..store.client import build_client
-from ..store.reads import read_snapshot
-from ..store.slots import release_slot, take_slot
+from ..core.layout import Layout, check_name, split_sequential
+from ..core.model import Failure, Slot
+from ..core.rules import agent_owner, rollout_stage, service_complete
+from ..store.client import RequestCounter, build_client
+from ..store.slots import complete_service, release_slot, take_slot
+from ..store.views import GLOBAL, AgentView, own_registrations
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
 from .decide import Decision, LocalView, decide
 from .drivers import DriverError, make_driver
 from .health import HealthTracker
 from .localstate import LocalState
+from .wakeups import plan as watch_plan
 
 try:
     from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
@@ -66,24 +72,26 @@ class Agent(object):
         self.counters = {}
         self._seen_version = {}
         self.client = None
+        self.view = None
+        self.requests = RequestCounter()
         self.woken = threading.Event()
         self.stopping = threading.Event()
+        self._session = None
         self._roster_written = False
+        self._next_tick = 0.0
+        self.snapshot = None
         self.status = {}
 
     # Connection: callbacks only signal.
     def connect(self):
         """Start the ZooKeeper client in the background; the loop works while it connects."""
-        self.client = build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo"))
+        self.client = self.requests.attach(build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo")))
+        self.view = AgentView(self.client, self.layout, self.config.service_names, self.woken.set)
         self.client.add_listener(self._on_connection_state)
         self.client.start_async()
 
-    def _on_connection_state(self, state):
-        if state != "CONNECTED":
-            self._roster_written = False
-        self.woken.set()
-
-    def _wake(self, _event=None):
+    def _on_connection_state(self, _state):
+        # Runs on kazoo's thread: only signal. The loop compares the session id (see iteration).
         self.woken.set()
 
     @property
@@ -144,15 +152,8 @@ class Agent(object):
                          managed=config.driver != "external")
 
     def iteration(self):
-        """Read, decide and perform one step per service."""
-        snapshot = None
-        if self.connected:
-            try:
-                self._ensure_roster()
-                self._arm_watches()
-                snapshot = read_snapshot(self.client, self.layout)
-            except (KazooException, KazooTimeoutError) as exc:
-                self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
+        """Refresh the view if something changed, then decide and perform one step per service."""
+        snapshot = self.refresh_view() if self.connected else None
         for name in self.config.service_names:
             # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
             try:
@@ -160,9 +161,48 @@ class Agent(object):
                 decision = decide(self.host, snapshot, self.local_view(name), snapshot is not None and self.connected)
                 self._record(name, decision)
                 self.perform(name, decision, snapshot)
+                if decision.action != actions.WAIT:
+                    # Our own write changed what we saw: read it again rather than wait for a watch.
+                    self.view.invalidate([name, GLOBAL] if decision.action == actions.COMPLETE else [name])
+                    self.woken.set()
             except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
         self._write_status()
+
+    def refresh_view(self):
+        """The view as a Snapshot, re-read where invalidated; watches planned and armed. None on a read error."""
+        session = self.client.client_id
+        if session != self._session:
+            # A new session: no watch of ours survived, and our ephemeral nodes may be gone.
+            self._session = session
+            self._roster_written = False
+            self.view.session_lost()
+        if time.monotonic() >= self._next_tick:
+            self._next_tick = time.monotonic() + self.config.safety_tick
+            self.view.invalidate()
+        try:
+            self._ensure_roster()
+            if self.view.dirty or self.snapshot is None:
+                self._read_view()
+            if self.view.arm() and self.view.dirty:
+                # A watched node changed between its read and its watch: read it again now.
+                self._read_view()
+                self.view.arm()
+        except (KazooException, KazooTimeoutError) as exc:
+            self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
+            return None
+        return self.snapshot
+
+    def _read_view(self):
+        self.snapshot = self.view.refresh(self._dependencies())
+        self.view.plan(watch_plan(self.layout, self.host, self.snapshot, self.config.service_names, self._dependencies()))
+
+    def _dependencies(self):
+        """Services our own services depend on, as far as the view knows: they are part of it."""
+        if self.snapshot is None:
+            return ()
+        return sorted({dep for name in self.config.service_names for dep in
+                       (self.snapshot.service(name).release.depends_on if self.snapshot.service(name).release else ())})
 
     def _record(self, name, decision):
         previous = self.decisions.get(name)
@@ -183,62 +223,60 @@ class Agent(object):
 
     # ZooKeeper writes of the agent.
     def _ensure_roster(self):
+        """Once per session: the containers, our roster memberships, and none for services we no longer run."""
         if self._roster_written:
             return
         for path in self.layout.containers():
             self.client.ensure_path(path)
-        entry = RosterEntry(services=self.config.service_names, since=time.time(), agent=AGENT_VERSION)
-        path = self.layout.host(self.host)
-        try:
-            data, stat = self.client.get(path)
-            if RosterEntry.from_bytes(data, path).services != entry.services:
-                self.client.set(path, entry.to_bytes(), version=stat.version)
-        except NoNodeError:
-            self.client.create(path, entry.to_bytes())
-        except ValueError:
-            self.client.set(path, entry.to_bytes())
+        for name in self.config.service_names:
+            try:
+                self.client.create(self.layout.roster_member(name, self.host), b"", makepath=True)
+            except NodeExistsError:
+                pass
+        for name in self.client.get_children(self.layout.roster):
+            try:
+                if name not in self.config.services and self.client.exists(self.layout.roster_member(check_name("service", name), self.host)):
+                    self.client.delete(self.layout.roster_member(name, self.host))
+            except (NoNodeError, ValueError):
+                pass
         self._roster_written = True
 
-    def _arm_watches(self):
-        """Watches that wake the loop: rollout, deploy queue, staging, and per service its slots and ready predecessor."""
-        client, layout = self.client, self.layout
-        client.exists(layout.rollout, watch=self._wake)
-        client.get_children(layout.deploy, watch=self._wake)
-        client.get_children(layout.staging, watch=self._wake)
-        for name in self.config.service_names:
-            if client.exists(layout.release(name), watch=self._wake) is None:
-                continue
-            if client.exists(layout.slots(name)) is not None:
-                client.get_children(layout.slots(name), watch=self._wake)
-            # Watch only the member just ahead of ours in the ready queue, not the whole queue (no herd).
-            try:
-                children = client.get_children(layout.ready_queue(name))
-            except NoNodeError:  # a staging node without its sub-trees: nothing to watch there yet
-                continue
-            members = sorted((split_sequential(node)[1], node, split_sequential(node)[0]) for node in children if split_sequential(node))
-            mine = [i for i, (_sequence, _node, host) in enumerate(members) if host == self.host]
-            if mine and mine[0] > 0:
-                client.exists(layout.ready_member(name, members[mine[0] - 1][1]), watch=self._wake)
+    def _own_registrations(self, name):
+        """``{node: version}`` of our registrations of ``name``, read fresh."""
+        try:
+            return own_registrations(self.client.get_children(self.layout.current_service(name)), self.host)
+        except NoNodeError:
+            return {}
 
     def register(self, name, version):
-        """Create our ephemeral registration; replace one left by an older session of ours."""
-        path = self.layout.registration(name, self.host)
-        data = Registration(version=version, since=time.time(), agent=AGENT_VERSION).to_bytes()
-        self.client.ensure_path(self.layout.current_service(name))
-        try:
-            self.client.create(path, data, ephemeral=True)
-        except NodeExistsError:
-            # Ours or a stale one of an older session: replace it either way (never set it in
-            # place), so every watcher of the registrations sees the change as a child event.
+        """Register ``version`` of ``name`` as healthy: our own ephemeral node, and no other of ours.
+
+        A node of that name left by an older session of ours is replaced, never trusted: it goes
+        when that session expires. Registrations of another version are removed first.
+        """
+        path = self.layout.registration(name, self.host, version)
+        wanted = path.rsplit("/", 1)[1]
+        existing = self._own_registrations(name)
+        for node in existing:
+            if node != wanted:
+                self._delete_quietly(self.layout.current_service(name) + "/" + node)
+        if wanted in existing:
             stat = self.client.exists(path)
+            if stat is not None and stat.ephemeralOwner == self.client.client_id[0]:
+                return
             if stat is not None:
-                self.client.delete(path, version=stat.version)
-            self.client.create(path, data, ephemeral=True)
+                self._delete_quietly(path, stat.version)
+        self.client.ensure_path(self.layout.current_service(name))
+        self.client.create(path, b"", ephemeral=True)
 
     def deregister(self, name):
-        """Remove our registration, if any."""
+        """Remove our registrations of ``name``, if any."""
+        for node in self._own_registrations(name):
+            self._delete_quietly(self.layout.current_service(name) + "/" + node)
+
+    def _delete_quietly(self, path, version=-1):
         try:
-            self.client.delete(self.layout.registration(name, self.host))
+            self.client.delete(path, version=version)
         except NoNodeError:
             pass
 
@@ -298,7 +336,7 @@ class Agent(object):
         elif action == actions.RESUME:
             self.resume(name)
         elif action == actions.COMPLETE:
-            self._complete(name, snapshot)
+            self._complete(name)
 
     def _start(self, name, version):
         pid = self.drivers[name].start(version)
@@ -326,7 +364,7 @@ class Agent(object):
             again = decide(self.host, snapshot, view, self.connected)
             return (again.action, again.version) == (decision.action, decision.version), again.reason
 
-        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow)
+        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=[name] + self._dependencies())
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             return
@@ -408,26 +446,14 @@ class Agent(object):
             self.release_slot(name)
             self.state.update(name, phase="idle", step="", target=None, since=time.time())
 
-    def _complete(self, name, snapshot):
-        """Remove the service's deploy queue entry; the last one also marks the rollout done."""
-        members = [m for m in snapshot.deploy_queue if m.name == name]
-        if not members:
-            return
-        transaction = self.client.transaction()
-        for member in members:
-            stat = self.client.exists(self.layout.deploy_entry(member.node))
-            if stat is None:
-                return
-            transaction.delete(self.layout.deploy_entry(member.node), version=stat.version)
-        if len(members) == len(snapshot.deploy_queue):
-            values = snapshot.rollout.to_dict()
-            values.update(state="done", updated=time.time(), reason="every service runs its target")
-            transaction.set_data(self.layout.rollout, RolloutState.from_dict(values).to_bytes(), version=snapshot.rollout_version)
-        results = transaction.commit()
-        if any(isinstance(result, Exception) for result in results):
-            self.log.info("service %s: another agent completed it first", name)
-        else:
-            self.log.info("service %s: complete; removed from the deploy queue", name)
+    def _complete(self, name):
+        """Remove the service's deploy queue entry, decided again on a fresh read under its lock."""
+
+        def still_complete(fresh):
+            return (fresh.rollout is not None and fresh.rollout.state == "running" and rollout_stage(fresh, name) == "rolling"
+                    and service_complete(fresh, name) and not fresh.service(name).failures)
+
+        self.log.info("service %s: %s", name, complete_service(self.client, self.layout, name, self.host, still_complete))
 
     # Status.
     def _write_status(self):
@@ -447,6 +473,8 @@ class Agent(object):
                 for name in self.config.service_names
             },
             "decisions_total": dict(self.counters),
+            "zookeeper": {"requests": self.requests.requests, "notifications": self.view.notifications if self.view else 0},
+            "problems": list(self.snapshot.problems) if self.snapshot is not None else [],
         }
         path = os.path.join(self.config.state_dir, "status.json")
         temp = path + ".tmp"

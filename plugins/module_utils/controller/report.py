@@ -58,7 +58,7 @@ def verdict(snapshot, name):
             quorum, quorum + 1, len(healthy), "; host%s %s offline" % ("s" if len(offline) > 1 else "", ", ".join(offline)) if offline else "")
     waiting = [h for h in state.ready_hosts if h not in state.slots]
     if not waiting:
-        behind = [h for h, reg in sorted(state.registrations.items()) if reg.version != release.version and h not in state.slots]
+        behind = [h for h, version in sorted(state.registrations.items()) if version != release.version and h not in state.slots]
         if state.slots:
             return "rolling", "%d slot(s) held (%s)" % (len(state.slots), ", ".join(sorted(state.slots)))
         return "waiting", "no host is ready yet (%s still downloading or verifying %s)" % (", ".join(behind) or "none", release.version)
@@ -88,21 +88,15 @@ def overall_state(snapshot):
 
 def host_report(snapshot):
     """``{host: {service: {state: online|offline|upgrading, version, target}}}`` for every host."""
-    hosts = set(snapshot.roster)
-    for state in snapshot.services.values():
-        hosts.update(state.registrations)
     report = {}
-    for host in sorted(hosts):
-        entry = snapshot.roster.get(host)
-        names = set(entry.services if entry else ())
-        names.update(name for name, state in snapshot.services.items() if host in state.registrations)
+    for host, names in sorted(snapshot.hosts.items()):
         row = {}
-        for name in sorted(names):
+        for name in names:
             state = snapshot.service(name)
-            registration = state.registrations.get(host)
+            version = state.registrations.get(host)
             row[name] = {
-                "state": "upgrading" if host in state.slots else ("online" if registration else "offline"),
-                "version": registration.version if registration else None,
+                "state": "upgrading" if host in state.slots else ("online" if version else "offline"),
+                "version": version,
                 "target": state.release.version if state.release else None,
             }
         report[host] = row
@@ -127,7 +121,7 @@ def service_report(snapshot, name):
         "hosts": service_hosts(snapshot, name),
         "online": sorted(state.registrations),
         "healthy": len(healthy),
-        "on_target": sorted(h for h, reg in state.registrations.items() if release and reg.version == release.version),
+        "on_target": sorted(h for h, version in state.registrations.items() if release and version == release.version),
         "budget": upgrade_budget(len(healthy), len(state.slots), quorum, release.max_parallel) if release else 0,
         "ready_queue": state.ready_hosts,
         "slots": {

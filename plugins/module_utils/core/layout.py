@@ -9,8 +9,8 @@ is refused before any path is built.
 
 Tree (see docs/architecture.md)::
 
-    <root>/hosts/<host>                         roster entry (persistent)
-    <root>/current/<svc>/<host>                 healthy instance (ephemeral)
+    <root>/roster/<svc>/<host>                  roster member: the host runs the service (persistent)
+    <root>/current/<svc>/<host>@<version>       healthy instance and its version (ephemeral)
     <root>/staging/<svc>                        release entry (persistent)
     <root>/staging/<svc>/ready/<host>-<seq>     ready queue member (ephemeral sequential)
     <root>/staging/<svc>/upgrading/<host>       upgrade slot (persistent)
@@ -27,8 +27,14 @@ import re
 DEFAULT_ROOT = "/dc"
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
 _NAME_RE = re.compile(r"\A" + NAME_PATTERN + r"\Z")
 _SEQUENCE_RE = re.compile(r"\A(?P<name>" + NAME_PATTERN + r")-(?P<seq>[0-9]{10})\Z")
+# The version is part of a registration's name, so one child listing tells every instance's
+# version: counting healthy instances, completion and "most popular" need no read per host.
+# '@' appears in neither names nor versions.
+REGISTRATION_SEPARATOR = "@"
+_REGISTRATION_RE = re.compile(r"\A(?P<host>" + NAME_PATTERN + r")@(?P<version>" + VERSION_PATTERN + r")\Z")
 
 
 class LayoutError(ValueError):
@@ -62,6 +68,14 @@ def check_root(root):
     return stripped
 
 
+def split_registration(node_name):
+    """Split a registration's name ``<host>@<version>`` into ``(host, version)``; None for a stray node."""
+    match = _REGISTRATION_RE.match(node_name)
+    if not match:
+        return None
+    return match.group("host"), match.group("version")
+
+
 def split_sequential(node_name):
     """Split a sequential child name ``<name>-0000000042`` into ``(name, 42)``.
 
@@ -87,9 +101,9 @@ class Layout(object):
 
     # Top-level containers.
     @property
-    def hosts(self):
-        """Parent of the roster entries."""
-        return self._join("hosts")
+    def roster(self):
+        """Parent of the per-service rosters."""
+        return self._join("roster")
 
     @property
     def current(self):
@@ -123,20 +137,27 @@ class Layout(object):
         """
         segments = self.root.split("/")[1:]
         ancestors = ["/" + "/".join(segments[:depth]) for depth in range(1, len(segments))]
-        return ancestors + [self.root, self.hosts, self.current, self.staging, self.deploy, self.locks]
+        return ancestors + [self.root, self.roster, self.current, self.staging, self.deploy, self.locks]
 
     # Roster and registrations.
-    def host(self, host):
-        """Roster entry of one host."""
-        return self._join("hosts", check_name("host", host))
+    def service_roster(self, service):
+        """Parent of the roster members of one service: its children are the hosts that run it."""
+        return self._join("roster", check_name("service", service))
+
+    def roster_member(self, service, host):
+        """Roster member: ``host`` runs ``service``."""
+        return self._join("roster", check_name("service", service), check_name("host", host))
 
     def current_service(self, service):
         """Parent of the healthy instances of one service."""
         return self._join("current", check_name("service", service))
 
-    def registration(self, service, host):
-        """Ephemeral registration of one healthy instance."""
-        return self._join("current", check_name("service", service), check_name("host", host))
+    def registration(self, service, host, version):
+        """Ephemeral registration of one healthy instance running ``version``."""
+        node = check_name("host", host) + REGISTRATION_SEPARATOR + str(version)
+        if not isinstance(version, str) or split_registration(node) is None:
+            raise LayoutError("invalid version %r for a registration of %s on %s" % (version, service, host))
+        return self._join("current", check_name("service", service), node)
 
     # Staging: the release entry and its three sub-trees.
     def release(self, service):

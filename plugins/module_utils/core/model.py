@@ -19,11 +19,10 @@ import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 
-from .layout import LayoutError, check_name
+from .layout import VERSION_PATTERN, LayoutError, check_name
 
 SCHEMA = 1
 
-VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
 _VERSION_RE = re.compile(r"\A" + VERSION_PATTERN + r"\Z")
 _SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 _PERCENT_RE = re.compile(r"\A([0-9]{1,3})%\Z")
@@ -341,26 +340,6 @@ class RolloutState(Payload):
     def active(self):
         """True while agents may still take slots or finish upgrades."""
         return self.state in ACTIVE_ROLLOUT_STATES
-
-
-@dataclass(frozen=True)
-class Registration(Payload):
-    """``current/<svc>/<host>``: a healthy instance and its version."""
-
-    kind = "registration"
-    version: str = _field(validate_version)
-    since: float = _field(validate_timestamp)
-    agent: str = _field(validate_text(64), "")
-
-
-@dataclass(frozen=True)
-class RosterEntry(Payload):
-    """``hosts/<host>``: which services a host runs."""
-
-    kind = "roster entry"
-    services: list = _field(validate_names("service"))
-    since: float = _field(validate_timestamp, 0.0)
-    agent: str = _field(validate_text(64), "")
 
 
 @dataclass(frozen=True)

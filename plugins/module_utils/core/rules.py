@@ -67,7 +67,7 @@ def service_complete(snapshot, name):
     state = snapshot.service(name)
     if state.release is None or state.slots or not state.registrations:
         return False
-    return all(reg.version == state.release.version for reg in state.registrations.values())
+    return all(version == state.release.version for version in state.registrations.values())
 
 
 def pending_dependencies(snapshot, name):
@@ -89,8 +89,8 @@ def lagging_dependencies(snapshot, name):
     lagging = []
     for dep in release.depends_on if release is not None else ():
         dep_release = snapshot.service(dep).release
-        registrations = snapshot.service(dep).registrations.values()
-        if dep_release is not None and any(registration.version != dep_release.version for registration in registrations):
+        versions = snapshot.service(dep).registrations.values()
+        if dep_release is not None and any(version != dep_release.version for version in versions):
             lagging.append(dep)
     return lagging
 
@@ -128,9 +128,9 @@ def rollout_stage(snapshot, service):
 def most_popular_version(snapshot, service, candidates):
     """The version most registered instances of ``service`` run, among ``candidates``; ties go to the lower version string."""
     counts = {}
-    for registration in snapshot.service(service).registrations.values():
-        if registration.version in candidates:
-            counts[registration.version] = counts.get(registration.version, 0) + 1
+    for version in snapshot.service(service).registrations.values():
+        if version in candidates:
+            counts[version] = counts.get(version, 0) + 1
     if not counts:
         return None
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]

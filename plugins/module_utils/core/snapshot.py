@@ -24,15 +24,23 @@ class QueueMember(object):
 
 @dataclass(frozen=True)
 class ServiceState(object):
-    """Everything the tree says about one service."""
+    """Everything the tree says about one service.
+
+    ``roster`` is the sorted hosts that run it; ``registrations`` maps each healthy host to the
+    version it runs; ``slots`` and ``failures`` map hosts to their payloads (None: the node is
+    there but its payload is malformed, which still counts: a held slot, a halting failure);
+    ``problems`` names every malformed node of the service.
+    """
 
     name: str
     release: ReleaseEntry = None
     release_version: int = -1
+    roster: tuple = ()
     registrations: dict = field(default_factory=dict)
     ready_queue: tuple = ()
     slots: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
+    problems: tuple = ()
 
     @property
     def ready_hosts(self):
@@ -52,7 +60,6 @@ class Snapshot(object):
     rollout_version: int = -1
     deploy_queue: tuple = ()
     deploy_entries: dict = field(default_factory=dict)
-    roster: dict = field(default_factory=dict)
     services: dict = field(default_factory=dict)
     problems: tuple = ()
     exists: bool = True
@@ -62,16 +69,21 @@ class Snapshot(object):
         return self.services.get(name) or ServiceState(name=name)
 
     def roster_of(self, service):
-        """Sorted hosts whose roster entry lists ``service``."""
-        return sorted(host for host, entry in self.roster.items() if service in entry.services)
+        """Sorted hosts that run ``service`` (its roster)."""
+        return list(self.service(service).roster)
 
     def roster_sizes(self):
         """Number of roster hosts per service."""
-        sizes = {}
-        for entry in self.roster.values():
-            for service in entry.services:
-                sizes[service] = sizes.get(service, 0) + 1
-        return sizes
+        return {name: len(state.roster) for name, state in self.services.items() if state.roster}
+
+    @property
+    def hosts(self):
+        """``{host: sorted services}`` for every host in a roster or registered somewhere."""
+        hosts = {}
+        for name, state in sorted(self.services.items()):
+            for host in set(state.roster) | set(state.registrations):
+                hosts.setdefault(host, []).append(name)
+        return hosts
 
     @property
     def queued_services(self):

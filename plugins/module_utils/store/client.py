@@ -13,6 +13,7 @@ import contextlib
 import errno
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 
 from ..core.layout import DEFAULT_ROOT, check_root
@@ -278,3 +279,30 @@ def session(options, logger=None):
         yield client
     finally:
         disconnect(client)
+
+
+class RequestCounter(object):
+    """Counts the requests one kazoo client sends (a transaction is one request).
+
+    ``attach(client)`` wraps the client's single request path; the agent exports the count as a
+    metric and the scale benchmark adds it up over a fleet.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.by_type = {}
+
+    def attach(self, client):
+        """Count every request ``client`` sends from now on; returns ``client``."""
+        send = client._call
+
+        def counted(request, async_object):
+            with self._lock:
+                self.requests += 1
+                kind = type(request).__name__
+                self.by_type[kind] = self.by_type.get(kind, 0) + 1
+            return send(request, async_object)
+
+        client._call = counted
+        return client

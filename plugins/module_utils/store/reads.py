@@ -1,42 +1,65 @@
 # Copyright: contributors to zkrollout.dc
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A consistent-enough read of the whole rollout tree, as immutable values.
+"""Reads of the rollout tree into Snapshot values, in a bounded number of round trips.
 
-``read_snapshot(client, layout)`` reads every node of the tree with pipelined asynchronous
-requests (one round trip per level, not one per node) and returns a ``Snapshot``. Malformed
-payloads do not abort the read: each becomes a ``problems`` entry naming the path, so
-monitoring still shows everything else. Deciding code (status, seeding, the agent) works on
-snapshots only.
+``read_snapshot(client, layout)`` reads the whole tree for controllers (reports, seeding, the
+strategy); ``read_snapshot(client, layout, services=[...])`` reads the rollout node, the deploy
+queue and only the named services, which is what an agent's decision needs. Requests are
+pipelined level by level, so the number of round trips does not depend on the fleet: the
+versions of every instance come from one child listing per service (``<host>@<version>``
+registrations) and the roster of a service is one listing too. Only slots and failure records
+are read node by node, and there are few of them.
+
+Malformed nodes never abort a read: each becomes a ``problems`` entry naming the path and what
+is wrong. A slot or a failure whose payload does not parse still counts (held, halting).
 """
 
 from __future__ import annotations
 
-from ..core.layout import LayoutError, split_sequential
-from ..core.model import DeployEntry, Failure, PayloadError, Registration, ReleaseEntry, RolloutState, RosterEntry, Slot
+from ..core.layout import LayoutError, check_name, split_registration, split_sequential
+from ..core.model import DeployEntry, Failure, PayloadError, ReleaseEntry, RolloutState, Slot
 from ..core.snapshot import QueueMember, ServiceState, Snapshot
 
 try:
     from kazoo.exceptions import NoNodeError
-except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
+except ImportError:  # client.require_kazoo() reports the missing library where it matters
     NoNodeError = LookupError
 
 
-class _Reader(object):
-    """Pipelined reads that collect payload problems instead of raising."""
+class Reader(object):
+    """Pipelined reads that collect problems (``(path, sentence)``) instead of raising.
 
-    def __init__(self, client):
+    ``watcher`` (optional) decides which reads carry a watch: ``watcher.callback(kind, path)``
+    returns the callback to attach (``kind`` is ``children`` or ``exists``) or None, and
+    ``watcher.missed(kind, path)`` hears that the node was missing, so no watch was set. The
+    agent's view uses it to arm exactly the watches it planned; ``listings`` keeps every child
+    listing read, for the view to compare with later.
+    """
+
+    def __init__(self, client, watcher=None):
         self.client = client
+        self.watcher = watcher
         self.problems = []
+        self.listings = {}
+
+    def _watch(self, kind, path):
+        return self.watcher.callback(kind, path) if self.watcher is not None else None
+
+    def _missed(self, kind, path):
+        if self.watcher is not None:
+            self.watcher.missed(kind, path)
 
     def children(self, paths):
-        """``{path: sorted children}``; a missing node has no children."""
-        pending = [(path, self.client.get_children_async(path)) for path in paths]
+        """``{path: sorted children}``; a missing node maps to None."""
+        pending = [(path, self.client.get_children_async(path, watch=self._watch("children", path))) for path in paths]
         result = {}
         for path, async_result in pending:
             try:
                 result[path] = sorted(async_result.get())
             except NoNodeError:
-                result[path] = []
+                self._missed("children", path)
+                result[path] = None
+        self.listings.update(result)
         return result
 
     def payloads(self, paths, payload_cls, empty_ok=False):
@@ -44,12 +67,13 @@ class _Reader(object):
 
         A node whose data does not parse maps to ``(None, version)`` and adds a problem.
         """
-        pending = [(path, self.client.get_async(path)) for path in paths]
+        pending = [(path, self.client.get_async(path, watch=self._watch("exists", path))) for path in paths]
         result = {}
         for path, async_result in pending:
             try:
                 data, stat = async_result.get()
             except NoNodeError:
+                self._missed("exists", path)
                 continue
             if empty_ok and not data:
                 result[path] = (None, stat.version)
@@ -57,93 +81,122 @@ class _Reader(object):
             try:
                 result[path] = (payload_cls.from_bytes(data, path), stat.version)
             except PayloadError as exc:
-                self.problems.append(str(exc))
+                self.problems.append((path, str(exc)))
                 result[path] = (None, stat.version)
         return result
 
+    def valid_names(self, parent, names, kind):
+        """Keep children that are valid host or service names; report the others."""
+        kept = []
+        for name in names or ():
+            try:
+                kept.append(check_name(kind, name))
+            except LayoutError:
+                self.problems.append((parent, "ignored node %s/%s: not a valid %s name" % (parent, name, kind)))
+        return kept
 
-def _by_leaf(payloads):
-    """``{last path segment: payload}`` of the nodes that parsed."""
-    return {path.rsplit("/", 1)[1]: payload for path, (payload, _version) in payloads.items() if payload is not None}
+    def queue_members(self, parent, names, what):
+        """Sequential children ``<name>-<seq>`` in sequence order; stray names are reported."""
+        members = []
+        for node in names or ():
+            parsed = split_sequential(node)
+            if parsed is None:
+                self.problems.append((parent, "ignored %s node %s/%s: expected <name>-<10 digits>" % (what, parent, node)))
+            else:
+                members.append(QueueMember(node=node, name=parsed[0], sequence=parsed[1]))
+        return tuple(sorted(members, key=lambda member: member.sequence))
+
+    def registrations(self, parent, names):
+        """``{host: version}`` from registration names ``<host>@<version>``; strays are reported."""
+        registered = {}
+        for node in names or ():
+            parsed = split_registration(node)
+            if parsed is None:
+                self.problems.append((parent, "ignored registration %s/%s: expected <host>@<version>" % (parent, node)))
+                continue
+            host, version = parsed
+            if host in registered:
+                # Two live registrations of one host: keep the one that holds the rollout back.
+                self.problems.append((parent, "host %s is registered twice in %s (%s and %s)" % (host, parent, registered[host], version)))
+                version = min(registered[host], version)
+            registered[host] = version
+        return registered
 
 
-def _named_children(layout_fn, names, problems, kind):
-    """Keep children whose names are valid ids; report the others."""
-    kept = []
+def _leaf(path):
+    return path.rsplit("/", 1)[1]
+
+
+def _about(layout, service, path):
+    """True if ``path`` is part of what the tree holds for ``service``."""
+    parents = (layout.release(service), layout.current_service(service), layout.service_roster(service))
+    return any(path == parent or path.startswith(parent + "/") for parent in parents)
+
+
+def read_global(reader, layout):
+    """``(rollout, rollout_version, deploy_queue)``: the part of the tree every decision needs."""
+    rollout_read = reader.payloads([layout.rollout], RolloutState)
+    queue = reader.children([layout.deploy])[layout.deploy]
+    rollout, rollout_version = rollout_read.get(layout.rollout, (None, -1))
+    return rollout, rollout_version, reader.queue_members(layout.deploy, queue, "deploy queue")
+
+
+def read_services(reader, layout, names):
+    """``{name: ServiceState}`` for ``names``, in three pipelined round trips."""
+    listings = []
     for name in names:
-        try:
-            layout_fn(name)
-            kept.append(name)
-        except LayoutError:
-            problems.append("ignored %s node %r: not a valid name" % (kind, name))
-    return kept
-
-
-def read_snapshot(client, layout):
-    """Read the whole tree under ``layout.root`` into a Snapshot."""
-    reader = _Reader(client)
-    if client.exists(layout.root) is None:
-        return Snapshot(exists=False)
-    top = reader.children([layout.hosts, layout.current, layout.staging, layout.deploy])
-    problems = reader.problems
-    hosts = _named_children(layout.host, top[layout.hosts], problems, "roster")
-    current_services = _named_children(layout.current_service, top[layout.current], problems, "current")
-    staged_services = _named_children(layout.release, top[layout.staging], problems, "staging")
-
-    roster = _by_leaf(reader.payloads([layout.host(h) for h in hosts], RosterEntry))
-    rollout_read = reader.payloads([layout.rollout], RolloutState).get(layout.rollout, (None, -1))
-
-    deploy_queue = []
-    for node in top[layout.deploy]:
-        parsed = split_sequential(node)
-        if parsed is None:
-            problems.append("ignored deploy queue node %s/%s: expected <service>-<10 digits>" % (layout.deploy, node))
-        else:
-            deploy_queue.append(QueueMember(node=node, name=parsed[0], sequence=parsed[1]))
-    deploy_queue.sort(key=lambda member: member.sequence)
-    deploy_entries = _by_leaf(reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry))
-
-    registrations_paths = reader.children([layout.current_service(s) for s in current_services])
+        listings += [layout.service_roster(name), layout.current_service(name)] + layout.release_children(name)
+    children = reader.children(listings)
     # An empty staging node holds only slots: a controller took them for a service not being rolled out.
-    releases = reader.payloads([layout.release(s) for s in staged_services], ReleaseEntry, empty_ok=True)
-    sub_paths = [p for s in staged_services for p in layout.release_children(s)]
-    sub_children = reader.children(sub_paths)
-
+    releases = reader.payloads([layout.release(name) for name in names], ReleaseEntry, empty_ok=True)
+    slot_paths, failure_paths = [], []
+    for name in names:
+        slot_paths += [layout.slot(name, h) for h in reader.valid_names(layout.slots(name), children[layout.slots(name)], "host")]
+        failure_paths += [layout.failure(name, h) for h in reader.valid_names(layout.failures(name), children[layout.failures(name)], "host")]
+    slots = reader.payloads(slot_paths, Slot)
+    failures = reader.payloads(failure_paths, Failure)
     services = {}
-    for name in sorted(set(current_services) | set(staged_services)):
-        registered_hosts = _named_children(layout.host, registrations_paths.get(layout.current_service(name), []), problems, "registration")
-        registrations = reader.payloads([layout.registration(name, h) for h in registered_hosts], Registration)
-        ready = []
-        if name in staged_services:
-            for node in sub_children[layout.ready_queue(name)]:
-                parsed = split_sequential(node)
-                if parsed is None:
-                    problems.append("ignored ready queue node %s/%s: expected <host>-<10 digits>" % (layout.ready_queue(name), node))
-                else:
-                    ready.append(QueueMember(node=node, name=parsed[0], sequence=parsed[1]))
-        ready.sort(key=lambda member: member.sequence)
-        slot_hosts = _named_children(layout.host, sub_children.get(layout.slots(name), []) if name in staged_services else [], problems, "slot")
-        failed_hosts = _named_children(layout.host, sub_children.get(layout.failures(name), []) if name in staged_services else [], problems, "failure")
-        slots = reader.payloads([layout.slot(name, h) for h in slot_hosts], Slot)
-        failures = reader.payloads([layout.failure(name, h) for h in failed_hosts], Failure)
+    for name in names:
         release, release_version = releases.get(layout.release(name), (None, -1))
+        if release is not None and children[layout.ready_queue(name)] is None:
+            reader.problems.append((layout.release(name), "%s has no ready, upgrading or failed sub-tree: re-stage the service "
+                                                           "(staging module) to repair it" % layout.release(name)))
         services[name] = ServiceState(
             name=name,
             release=release,
             release_version=release_version,
-            registrations=_by_leaf(registrations),
-            ready_queue=tuple(ready),
-            # A slot whose payload is malformed still marks its host as down for quorum purposes.
-            slots={path.rsplit("/", 1)[1]: payload for path, (payload, _version) in slots.items()},
-            failures=_by_leaf(failures),
+            roster=tuple(reader.valid_names(layout.service_roster(name), children[layout.service_roster(name)], "host")),
+            registrations=reader.registrations(layout.current_service(name), children[layout.current_service(name)]),
+            ready_queue=reader.queue_members(layout.ready_queue(name), children[layout.ready_queue(name)], "ready queue"),
+            slots={_leaf(path): payload for path, (payload, _version) in slots.items() if path.startswith(layout.slots(name) + "/")},
+            failures={_leaf(path): payload for path, (payload, _version) in failures.items() if path.startswith(layout.failures(name) + "/")},
+            problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
         )
+    return services
 
+
+def read_snapshot(client, layout, services=None):
+    """Read the tree under ``layout.root`` into a Snapshot.
+
+    With ``services``, only those services are read (plus the rollout node and the deploy
+    queue); without, every service named anywhere in the tree, and the deploy entries' payloads.
+    """
+    reader = Reader(client)
+    if client.exists(layout.root) is None:
+        return Snapshot(exists=False)
+    rollout, rollout_version, deploy_queue = read_global(reader, layout)
+    deploy_entries = {}
+    if services is None:
+        top = reader.children([layout.roster, layout.current, layout.staging])
+        services = sorted(set().union(*(reader.valid_names(parent, top[parent], "service") for parent in top)))
+        payloads = reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry)
+        deploy_entries = {_leaf(path): payload for path, (payload, _version) in payloads.items() if payload is not None}
+    states = read_services(reader, layout, list(services))
     return Snapshot(
-        rollout=rollout_read[0],
-        rollout_version=rollout_read[1],
-        deploy_queue=tuple(deploy_queue),
+        rollout=rollout,
+        rollout_version=rollout_version,
+        deploy_queue=deploy_queue,
         deploy_entries=deploy_entries,
-        roster=roster,
-        services=services,
-        problems=tuple(problems),
+        services=states,
+        problems=tuple(message for _path, message in reader.problems),
     )

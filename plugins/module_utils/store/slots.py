@@ -6,10 +6,11 @@ A slot is the persistent node ``staging/<svc>/upgrading/<host>``. Agents and con
 ``zkrollout.dc.quorum`` strategy) take slots the same way, so they share one budget:
 
 1. take the service's lock (``locks/<svc>``, a kazoo Lock), bounded in time;
-2. read a fresh snapshot while CONNECTED;
+2. read a fresh snapshot of the services the decision needs, while CONNECTED;
 3. ask ``allow(snapshot)`` (the agent's ``decide``, or ``plan.slot_verdict``) whether the host
    may stop now;
-4. create the slot node, then release the lock.
+4. create the slot node in a transaction fenced by our lock node and the versions read, then
+   release the lock.
 
 Guarantees: two takers of the same service never decide on the same snapshot; a slot outlives
 the session that took it (a dead owner's instance stays counted as down) and carries its
@@ -23,13 +24,15 @@ hosts have counted as down all along.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 
-from ..core.model import PayloadError, Slot
+from ..core.model import PayloadError, RolloutState, Slot
 from .reads import read_snapshot
 
 try:
-    from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError
+    from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
 except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
 
     class BadVersionError(Exception):
@@ -44,38 +47,108 @@ except ImportError:  # zkclient.require_kazoo() reports the missing library wher
     class NoNodeError(Exception):
         """Stands in for kazoo's class so this module imports without kazoo."""
 
+    class RolledBackError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
 
 LOCK_TIMEOUT = 5.0
 
 
-def take_slot(client, layout, service, host, slot, allow, identifier=None, timeout=LOCK_TIMEOUT):
+@contextlib.contextmanager
+def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT):
+    """``with service_lock(...) as lock:`` the service's lock, or None if it stayed busy for ``timeout``.
+
+    The lock serialises every decision that takes a slot or completes the service.
+    """
+    lock = client.Lock(layout.lock(service), identifier=identifier)
+    try:
+        acquired = lock.acquire(timeout=timeout)
+    except LockTimeout:
+        acquired = False
+    try:
+        yield lock if acquired else None
+    finally:
+        if acquired:
+            lock.release()
+
+
+def complete_service(client, layout, service, identifier, still_complete):
+    """Remove ``service`` from the deploy queue if ``still_complete(snapshot)`` holds on a fresh read under its lock.
+
+    The last service also sets the rollout ``done``, in the same transaction; every other
+    completion checks the rollout node's version, so a pause or an abort that happened meanwhile
+    wins. Returns a sentence saying what happened.
+    """
+    with service_lock(client, layout, service, identifier) as lock:
+        if lock is None:
+            return "the lock of %s is busy: completion is decided again later" % service
+        snapshot = read_snapshot(client, layout, services=[service])
+        if not still_complete(snapshot):
+            return "%s is no longer complete on a fresh read: not removed from the deploy queue" % service
+        members = [member for member in snapshot.deploy_queue if member.name == service]
+        transaction = client.transaction()
+        transaction.check(lock.path + "/" + lock.node, -1)
+        for member in members:
+            stat = client.exists(layout.deploy_entry(member.node))
+            if stat is None:
+                return "another agent completed %s first" % service
+            transaction.delete(layout.deploy_entry(member.node), version=stat.version)
+        if len(members) == len(snapshot.deploy_queue):
+            values = snapshot.rollout.to_dict()
+            values.update(state="done", updated=time.time(), reason="every service runs its target")
+            transaction.set_data(layout.rollout, RolloutState.from_dict(values).to_bytes(), version=snapshot.rollout_version)
+        else:
+            transaction.check(layout.rollout, snapshot.rollout_version)
+        if any(isinstance(result, Exception) for result in transaction.commit()):
+            return "the tree changed while completing %s (another agent, a pause or an abort): decided again later" % service
+        return "%s complete: removed from the deploy queue" % service
+
+
+def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT):
     """Take the slot of ``host`` for ``service`` if ``allow(snapshot)`` says so on a fresh read.
 
-    ``slot`` is the model.Slot payload to write; ``allow`` returns ``(allowed, reason)``.
-    Returns ``(taken, reason, snapshot)``; never raises for a lost race or a busy lock.
+    ``slot`` is the model.Slot payload to write; ``allow`` returns ``(allowed, reason)``;
+    ``services`` are the services the decision reads (default: ``service`` alone). Returns
+    ``(taken, reason, snapshot)``; never raises for a lost race or a busy lock.
+
+    The slot is created in one transaction with a check of our own lock node and of the
+    versions of the release entry and the rollout node the decision read. A create that kazoo
+    queued while the session was lost and replays on a new session therefore fails (the lock
+    node went with the old session), and so does one decided on a release or rollout state that
+    changed meanwhile: nothing is stopped on a decision that no longer holds.
     """
-    lock = client.Lock(layout.lock(service), identifier=identifier or host)
-    try:
-        if not lock.acquire(timeout=timeout):
+    with service_lock(client, layout, service, identifier or host, timeout) as lock:
+        if lock is None:
             return False, "waiting: the lock of %s is busy" % service, None
-    except LockTimeout:
-        return False, "waiting: the lock of %s is busy" % service, None
-    try:
         if not client.connected:
             return False, "waiting: the ZooKeeper session is not connected", None
-        snapshot = read_snapshot(client, layout)
+        snapshot = read_snapshot(client, layout, services=services or [service])
         allowed, reason = allow(snapshot)
         if not allowed:
             return False, reason, snapshot
-        try:
-            client.create(layout.slot(service, host), slot.to_bytes())
-        except NodeExistsError:
-            return False, "%s already has a slot of %s" % (host, service), snapshot
-        except NoNodeError:
-            return False, "%s is not staged: nowhere to hold a slot (%s missing)" % (service, layout.slots(service)), snapshot
-        return True, reason, snapshot
-    finally:
-        lock.release()
+        transaction = client.transaction()
+        transaction.check(lock.path + "/" + lock.node, -1)
+        if snapshot.service(service).release_version >= 0:
+            transaction.check(layout.release(service), snapshot.service(service).release_version)
+        if snapshot.rollout_version >= 0:
+            transaction.check(layout.rollout, snapshot.rollout_version)
+        transaction.create(layout.slot(service, host), slot.to_bytes())
+        failed = [result for result in transaction.commit() if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
+        if not failed:
+            return True, reason, snapshot
+        return False, _refusal(layout, service, host, failed[0]), snapshot
+
+
+def _refusal(layout, service, host, error):
+    """Why a fenced slot transaction failed, as a sentence."""
+    if isinstance(error, NodeExistsError):
+        return "%s already has a slot of %s" % (host, service)
+    if isinstance(error, BadVersionError):
+        return "waiting: the release of %s or the rollout changed while deciding; deciding again" % service
+    if isinstance(error, NoNodeError):
+        return "waiting: the lock of %s was lost (session expired) or %s is not staged (%s missing); deciding again" % (
+            service, service, layout.slots(service))
+    return "waiting: taking the slot of %s failed (%s)" % (service, error.__class__.__name__)
 
 
 def release_slot(client, layout, service, host, owner=None):

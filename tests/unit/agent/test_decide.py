@@ -35,10 +35,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     Artifact,
     DeployEntry,
     Failure,
-    Registration,
     ReleaseEntry,
     RolloutState,
-    RosterEntry,
     Slot,
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.snapshot import QueueMember, ServiceState, Snapshot
@@ -67,14 +65,14 @@ def service(name="app", current="", ready="", slots="", failed="", offline="", t
         release = ReleaseEntry(rollout=rollout, service=name, version=target,
                                artifact=Artifact(url="https://artifacts.example/%s-%s.tar.gz" % (name, target), sha256="ab" * 32),
                                quorum=quorum, max_parallel=max_parallel, on_failure=on_failure, depends_on=list(depends_on))
-    registrations = {host: Registration(version=version, since=NOW) for host, version in _pairs(current).items()}
+    registrations = _pairs(current)
     held = {host: Slot(to_version=target, from_version="1.0", since=NOW, owner=owner or "agent:" + host) for host, owner in _pairs(slots).items()}
     failures = {host: Failure(version=target, stage=stage, reason="it broke", at=NOW, rolled_back_to="1.0")
                 for host, stage in _pairs(failed, "health").items()}
     ready_queue = tuple(QueueMember(node="%s-%010d" % (host, seq), name=host, sequence=seq) for seq, host in enumerate(ready.split(), 1))
-    state = ServiceState(name=name, release=release, release_version=0 if staged else -1, registrations=registrations,
-                         ready_queue=ready_queue, slots=held, failures=failures)
     hosts = set(registrations) | set(held) | set(failures) | set(ready.split()) | set(offline.split())
+    state = ServiceState(name=name, release=release, release_version=0 if staged else -1, roster=tuple(sorted(hosts)),
+                         registrations=registrations, ready_queue=ready_queue, slots=held, failures=failures)
     return state, hosts
 
 
@@ -83,17 +81,12 @@ def tree(*services, queue=None, state="running", parallel=False):
     states = {svc.name: svc for svc, _unused in services}
     staged = [svc.name for svc, _unused in services if svc.release is not None]
     queue = staged if queue is None else queue
-    roster = {}
-    for svc, hosts in services:
-        for host in hosts:
-            roster.setdefault(host, []).append(svc.name)
     deploy_queue = tuple(QueueMember(node="%s-%010d" % (name, seq), name=name, sequence=seq) for seq, name in enumerate(queue, 1))
     entries = {m.node: DeployEntry(service=m.name, depends_on=list(states[m.name].release.depends_on)) for m in deploy_queue}
     rollout = None
     if state is not None:
         rollout = RolloutState(id=ROLLOUT, state=state, spec_hash="cd" * 32, services=staged, parallel=parallel)
-    return Snapshot(rollout=rollout, rollout_version=0, deploy_queue=deploy_queue, deploy_entries=entries,
-                    roster={host: RosterEntry(services=sorted(names)) for host, names in roster.items()}, services=states)
+    return Snapshot(rollout=rollout, rollout_version=0, deploy_queue=deploy_queue, deploy_entries=entries, services=states)
 
 
 def local(running="1.0", healthy=True, prepared="1.0 2.0", name="app", **progress):

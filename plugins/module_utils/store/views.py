@@ -1,0 +1,180 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""An agent's view of the tree: bounded by its own services, kept fresh by watches, never polled.
+
+``AgentView`` holds the last read of the rollout node, the deploy queue and the agent's own
+services (and the services they depend on), as Snapshot values. Nothing is re-read unless it
+was *invalidated*: by a watch that fired, by the agent's own write, by a new session, or by the
+long safety tick. A refresh re-reads only the invalidated parts, in pipelined requests.
+
+Watches are planned by the agent (``agent.wakeups``) and armed here: a watch that a read can
+carry rides on that read; the others are armed with one request each, and if that request
+shows the node already changed since the read, the part is invalidated at once (no change is
+lost between a read and its watch). Callbacks run on kazoo's thread and only record what fired
+and wake the loop; all requests happen on the agent's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ..core.layout import split_registration
+from ..core.snapshot import Snapshot
+from .reads import Reader, read_global, read_services
+
+try:
+    from kazoo.exceptions import NoNodeError
+except ImportError:  # client.require_kazoo() reports the missing library where it matters
+    NoNodeError = LookupError
+
+GLOBAL = ""  # the key of the rollout node and the deploy queue
+
+
+class AgentView(object):
+    """The watched, bounded view of one agent. ``refresh()`` returns a Snapshot of it."""
+
+    def __init__(self, client, layout, services, wake):
+        self.client = client
+        self.layout = layout
+        self.services = list(services)
+        self.wake = wake
+        self.planned = {}
+        self.notifications = 0
+        self._lock = threading.Lock()
+        self._armed = set()
+        self._dirty = {GLOBAL} | set(self.services)
+        self._keys = {}
+        self._global = (None, -1, ())
+        self._global_problems = ()
+        self._states = {}
+        self._listings = {}
+        self._existing = set()
+
+    # Invalidation.
+    def invalidate(self, names=None):
+        """Re-read ``names`` (service names, or GLOBAL) at the next refresh; everything if None."""
+        with self._lock:
+            self._dirty |= set(self._states) | {GLOBAL} | set(self.services) if names is None else set(names)
+
+    def session_lost(self):
+        """A new session has none of our watches: forget them and re-read everything."""
+        with self._lock:
+            self._armed.clear()
+        self.invalidate()
+
+    @property
+    def dirty(self):
+        """True if the next refresh will read something."""
+        return bool(self._dirty)
+
+    def _fired(self, kind, event):
+        with self._lock:
+            self._armed.discard((kind, event.path))
+            self._dirty |= self._keys.get((kind, event.path), {GLOBAL})
+            self.notifications += 1
+        self.wake()
+
+    def _on_children(self, event):
+        self._fired("children", event)
+
+    def _on_exists(self, event):
+        self._fired("exists", event)
+
+    # Reader's watcher interface: attach a planned watch to a read that can carry it.
+    def callback(self, kind, path):
+        """The callback for a read of ``path``, if a watch of that kind is planned and not armed."""
+        with self._lock:
+            if (kind, path) not in self._keys or (kind, path) in self._armed:
+                return None
+            self._armed.add((kind, path))
+        return self._on_children if kind == "children" else self._on_exists
+
+    def missed(self, kind, path):
+        """The node was missing, so the read set no watch."""
+        with self._lock:
+            self._armed.discard((kind, path))
+
+    # Reads.
+    def refresh(self, dependencies=()):
+        """Re-read what was invalidated and return the view as a Snapshot.
+
+        ``dependencies`` are services the own services depend on: they are part of the view.
+        """
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        names = [name for name in self.services + sorted(set(dependencies) - set(self.services))
+                 if name in dirty or name not in self._states]
+        reader = Reader(self.client, self)
+        try:
+            if GLOBAL in dirty:
+                self._global = read_global(reader, self.layout)
+                self._global_problems = tuple(message for _path, message in reader.problems)
+            if names:
+                self._states.update(read_services(reader, self.layout, names))
+        except Exception:
+            self.invalidate(list(dirty))
+            raise
+        self._listings.update(reader.listings)
+        self._existing = self._known_nodes()
+        for name in set(self._states) - set(self.services) - set(dependencies):
+            del self._states[name]
+        return self.snapshot()
+
+    def snapshot(self):
+        """The view as it was last read."""
+        rollout, rollout_version, deploy_queue = self._global
+        return Snapshot(rollout=rollout, rollout_version=rollout_version, deploy_queue=deploy_queue,
+                        services=dict(self._states),
+                        problems=self._global_problems + tuple(p for name in sorted(self._states) for p in self._states[name].problems))
+
+    def _known_nodes(self):
+        """Paths the last reads saw existing, for the race check when a watch is armed separately."""
+        layout = self.layout
+        known = set()
+        if self._global[1] >= 0:
+            known.add(layout.rollout)
+        for name, state in self._states.items():
+            if state.release_version >= 0:
+                known.add(layout.release(name))
+            known.update(layout.ready_member(name, member.node) for member in state.ready_queue)
+            known.update(layout.registration(name, host, version) for host, version in state.registrations.items())
+        return known
+
+    # Watches.
+    def plan(self, watches):
+        """Set the watches to keep: ``{(kind, path): keys to invalidate when it fires}``."""
+        with self._lock:
+            self._keys = dict(watches)
+        self.planned = watches
+
+    def arm(self):
+        """Arm every planned watch that no read carried; invalidate what changed since it was read.
+
+        Returns the number of requests sent.
+        """
+        with self._lock:
+            missing = [key for key in self._keys if key not in self._armed]
+            self._armed.update(missing)
+        for kind, path in missing:
+            if kind == "children":
+                try:
+                    changed = sorted(self.client.get_children(path, watch=self._on_children)) != self._listings.get(path)
+                except NoNodeError:
+                    self.missed(kind, path)
+                    changed = self._listings.get(path) is not None
+            else:
+                changed = (self.client.exists(path, watch=self._on_exists) is not None) != (path in self._existing)
+            if changed:
+                with self._lock:
+                    self._dirty |= self._keys.get((kind, path), {GLOBAL})
+        return len(missing)
+
+
+def own_registrations(children, host):
+    """The names among ``children`` of ``current/<svc>`` that register ``host``, with their versions."""
+    found = {}
+    for node in children or ():
+        parsed = split_registration(node)
+        if parsed is not None and parsed[0] == host:
+            found[node] = parsed[1]
+    return found

@@ -1,0 +1,176 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The store against a real ZooKeeper: bounded views, who is woken by one host's upgrade, fenced commits.
+
+Each agent's view here is the real ``AgentView`` with the real watch plan (``agent.wakeups``);
+the hosts' part of the tree is written by ``tree.FakeFleet`` as agents write it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.wakeups import plan
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import RequestCounter
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import complete_service, take_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
+
+from . import tree
+
+
+def _fleet_of(fleet_size, client, layout, zk, max_parallel=1):
+    """``(fake fleet, hosts)``: ``fleet_size`` hosts of A on 1.0, all in A's ready queue, A's rollout seeded."""
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    hosts = ["h%03d" % i for i in range(1, fleet_size + 1)]
+    for host in hosts:
+        fleet.join(host, {"A": "1.0.0"})
+    tree.seed(client, layout, tree.release(tree.service("A", quorum=fleet_size // 2, max_parallel=max_parallel), id="r1"))
+    for host in hosts:
+        fleet.get_ready("A", host)
+    return fleet, hosts
+
+
+def _views(client, layout, hosts):
+    """One real view per host, all on ``client`` (kazoo calls every view's callback of a fired watch)."""
+    views = {}
+    for host in hosts:
+        view = AgentView(client, layout, ["A"], lambda: None)
+        snapshot = view.refresh()
+        view.plan(plan(layout, host, snapshot, ["A"], []))
+        view.arm()
+        views[host] = view
+    return views
+
+
+def _settle(client, layout):
+    """Notifications for this session arrive before the answer to its next request; give the callbacks a moment."""
+    client.get_children(layout.deploy)
+    time.sleep(0.3)
+
+
+def _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1):
+    fleet, hosts = _fleet_of(fleet_size, client, layout, zk, max_parallel)
+    try:
+        views = _views(client, layout, hosts)
+        first = hosts[0]
+        fleet.upgrade("A", first, "2.0.0")
+        ready = [node for node in client.get_children(layout.ready_queue("A")) if node.startswith(first + "-")]
+        client.delete(layout.ready_member("A", ready[0]))
+        _settle(client, layout)
+        return sorted(host for host, view in views.items() if view.notifications), views
+    finally:
+        fleet.close()
+
+
+def test_one_host_upgrade_wakes_only_the_next_candidates_whatever_the_fleet_size(client, layout, zk):
+    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, 40, max_parallel=1)
+    # h001 upgraded itself; h002 is the next in line; h001 also watches for A's completion.
+    assert woken == ["h001", "h002"]
+
+
+def test_with_max_parallel_two_the_two_candidates_and_the_two_successors_are_woken(client, layout, zk):
+    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, 40, max_parallel=2)
+    assert woken == ["h001", "h002", "h003"]
+
+
+def test_a_view_with_nothing_invalidated_sends_no_request(client, layout, zk, zk_connect):
+    fleet, hosts = _fleet_of(5, client, layout, zk)
+    try:
+        counter = RequestCounter()
+        view = AgentView(counter.attach(zk_connect(zk.hosts)), layout, ["A"], lambda: None)
+        view.plan(plan(layout, hosts[2], view.refresh(), ["A"], []))
+        view.arm()
+        before = counter.requests
+        for _unused in range(20):
+            view.refresh()
+            view.arm()
+        assert counter.requests == before
+        view.invalidate(["A"])
+        view.refresh()
+        # One service: roster, current, ready, upgrading, failed listings and the release entry.
+        assert counter.requests - before == 6
+    finally:
+        fleet.close()
+
+
+def test_a_change_between_a_read_and_its_watch_is_not_lost(client, layout, zk):
+    fleet, hosts = _fleet_of(5, client, layout, zk)
+    try:
+        view = AgentView(client, layout, ["A"], lambda: None)
+        snapshot = view.refresh()
+        # h003 plans to watch h002's ready member, which leaves before the watch is armed.
+        view.plan(plan(layout, "h003", snapshot, ["A"], []))
+        member = [m for m in snapshot.service("A").ready_queue if m.name == "h002"][0]
+        client.delete(layout.ready_member("A", member.node))
+        view.arm()
+        assert view.dirty
+        assert "h002" not in view.refresh().service("A").ready_hosts
+    finally:
+        fleet.close()
+
+
+def test_an_agent_view_reads_its_own_services_and_not_the_others(client, layout, zk):
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    try:
+        for host in ("h1", "h2", "h3"):
+            fleet.join(host, {"A": "1.0.0", "B": "1.0.0", "C": "1.0.0"})
+        snapshot = AgentView(client, layout, ["B"], lambda: None).refresh()
+        assert sorted(snapshot.services) == ["B"]
+        assert snapshot.service("B").registrations == {"h1": "1.0.0", "h2": "1.0.0", "h3": "1.0.0"}
+        assert snapshot.roster_of("B") == ["h1", "h2", "h3"]
+    finally:
+        fleet.close()
+
+
+def test_a_slot_decided_under_a_lock_that_was_lost_is_not_created(client, layout, zk):
+    fleet, _hosts = _fleet_of(4, client, layout, zk)
+    try:
+        def allow_then_lose_the_lock(_snapshot):
+            # What a session expiry does while the decider is frozen: its lock node goes.
+            for node in client.get_children(layout.lock("A")):
+                client.delete(layout.lock("A") + "/" + node)
+            return True, "slot allowed"
+
+        slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h001")
+        taken, reason, _snapshot = take_slot(client, layout, "A", "h001", slot, allow_then_lose_the_lock)
+        assert not taken
+        assert "lock of A was lost" in reason
+        assert client.exists(layout.slot("A", "h001")) is None
+    finally:
+        fleet.close()
+
+
+def test_a_slot_decided_on_a_rollout_that_changed_meanwhile_is_not_created(client, layout, zk):
+    fleet, _hosts = _fleet_of(4, client, layout, zk)
+    try:
+        def allow_then_pause(_snapshot):
+            data, stat = client.get(layout.rollout)
+            client.set(layout.rollout, data.replace(b'"state":"running"', b'"state":"paused"'), version=stat.version)
+            return True, "slot allowed"
+
+        slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h001")
+        taken, reason, _snapshot = take_slot(client, layout, "A", "h001", slot, allow_then_pause)
+        assert (taken, client.exists(layout.slot("A", "h001"))) == (False, None)
+        assert "changed while deciding" in reason
+    finally:
+        fleet.close()
+
+
+@pytest.mark.parametrize("complete_on_the_fresh_read", [True, False])
+def test_completion_is_decided_again_on_a_fresh_read_under_the_lock(client, layout, zk, complete_on_the_fresh_read):
+    fleet, hosts = _fleet_of(2, client, layout, zk)
+    try:
+        fleet.roll_out()
+        said = complete_service(client, layout, "A", "h001", lambda _fresh: complete_on_the_fresh_read)
+        snapshot = read_snapshot(client, layout)
+        if complete_on_the_fresh_read:
+            assert (snapshot.queued_services, snapshot.rollout.state) == ([], "done"), said
+        else:
+            assert (snapshot.queued_services, snapshot.rollout.state) == (["A"], "running"), said
+            assert "no longer complete" in said
+    finally:
+        fleet.close()
