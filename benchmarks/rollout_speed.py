@@ -47,6 +47,7 @@ from ansible_collections.zkrollout.dc.tests.integration.e2e_support import (  # 
 
 # isort: split
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import TERMINAL_STATES
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import split_registration
 from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
 
@@ -169,7 +170,8 @@ class ZnodeTimeline(object):
             if self._stopped:
                 return False
             t = self.clock()
-            now = set(children)
+            # Registrations are named <host>@<version>; the timeline is per host.
+            now = {(split_registration(child) or (child,))[0] for child in children}
             with self._lock:
                 if last[0] is not None:
                     self.events.extend((t, kind, name, host, True) for host in sorted(now - last[0]))

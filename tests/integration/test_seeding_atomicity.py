@@ -48,7 +48,7 @@ from .tree import Znode, dump_tree, release, service
 pytestmark = [pytest.mark.zookeeper, pytest.mark.timeout(240)]
 
 # The directory holding ansible_collections/, so the child imports the same core as the tests.
-COLLECTIONS_PATH = str(Path(os.path.abspath(layout_module.__file__)).parents[5])
+COLLECTIONS_PATH = str(Path(os.path.abspath(layout_module.__file__)).parents[6])
 NEW_RELEASE = release(service("A", version="3.0.0", quorum=2), service("D", version="1.0.0", depends_on=["A"]), id="r1")
 OLD_RELEASE = release(service("A", quorum=1), service("B", depends_on=["A"]), service("C"), id="r0")
 READ_REQUESTS = ("Exists", "GetData", "GetChildren", "GetChildren2", "Sync", "GetACL")

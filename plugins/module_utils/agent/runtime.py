@@ -59,7 +59,7 @@ AGENT_VERSION = "zkrollout-agent/0.1.0"
 class Agent(object):
     """One host's agent. ``run()`` loops until ``stop()``; ``iteration()`` is one step."""
 
-    def __init__(self, config, logger=None):
+    def __init__(self, config, logger=None, client=None):
         self.config = config
         self.host = config.host
         self.layout = Layout(config.zookeeper.root)
@@ -71,7 +71,9 @@ class Agent(object):
         self.decisions = {}
         self.counters = {}
         self._seen_version = {}
-        self.client = None
+        # A started client handed in by the caller (tests, benchmarks) is used as is and never closed.
+        self.client = client
+        self._own_client = client is None
         self.view = None
         self.requests = RequestCounter()
         self.woken = threading.Event()
@@ -85,13 +87,19 @@ class Agent(object):
     # Connection: callbacks only signal.
     def connect(self):
         """Start the ZooKeeper client in the background; the loop works while it connects."""
-        self.client = self.requests.attach(build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo")))
+        if self._own_client:
+            self.client = self.requests.attach(build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo")))
         self.view = AgentView(self.client, self.layout, self.config.service_names, self.woken.set)
         self.client.add_listener(self._on_connection_state)
-        self.client.start_async()
+        if self._own_client:
+            self.client.start_async()
 
-    def _on_connection_state(self, _state):
-        # Runs on kazoo's thread: only signal. The loop compares the session id (see iteration).
+    def _on_connection_state(self, state):
+        # Runs on kazoo's thread: only signal. kazoo drops every watch when the connection is
+        # lost, even if the session survives, so the view forgets them; the loop compares the
+        # session id to know when its ephemeral nodes are gone too (refresh_view).
+        if state != "CONNECTED" and self.view is not None:
+            self.view.session_lost()
         self.woken.set()
 
     @property
@@ -106,7 +114,7 @@ class Agent(object):
 
     def close(self):
         """Close the ZooKeeper session (its ephemeral nodes go with it); running instances stay up."""
-        if self.client is not None:
+        if self.client is not None and self._own_client:
             for step in (self.client.stop, self.client.close):
                 try:
                     step()
@@ -195,6 +203,9 @@ class Agent(object):
 
     def _read_view(self):
         self.snapshot = self.view.refresh(self._dependencies())
+        if set(self._dependencies()) - set(self.snapshot.services):
+            # A release named a dependency the view does not hold yet: read it too.
+            self.snapshot = self.view.refresh(self._dependencies())
         self.view.plan(watch_plan(self.layout, self.host, self.snapshot, self.config.service_names, self._dependencies()))
 
     def _dependencies(self):

@@ -57,7 +57,7 @@ class AgentView(object):
             self._dirty |= set(self._states) | {GLOBAL} | set(self.services) if names is None else set(names)
 
     def session_lost(self):
-        """A new session has none of our watches: forget them and re-read everything."""
+        """The connection or the session was lost: no watch of ours is left; re-read everything."""
         with self._lock:
             self._armed.clear()
         self.invalidate()
@@ -69,9 +69,15 @@ class AgentView(object):
 
     def _fired(self, kind, event):
         with self._lock:
-            self._armed.discard((kind, event.path))
-            self._dirty |= self._keys.get((kind, event.path), {GLOBAL})
-            self.notifications += 1
+            if event.path is None:
+                # kazoo drops every watch when the connection is lost (SUSPENDED) and tells each
+                # watcher with a path-less event; ZooKeeper will not send what changes meanwhile.
+                self._armed.clear()
+                self._dirty |= set(self._states) | {GLOBAL} | set(self.services)
+            else:
+                self._armed.discard((kind, event.path))
+                self._dirty |= self._keys.get((kind, event.path), {GLOBAL})
+                self.notifications += 1
         self.wake()
 
     def _on_children(self, event):
@@ -112,7 +118,8 @@ class AgentView(object):
             if names:
                 self._states.update(read_services(reader, self.layout, names))
         except Exception:
-            self.invalidate(list(dirty))
+            # A read that failed may have left watches marked armed that the server never set.
+            self.session_lost()
             raise
         self._listings.update(reader.listings)
         self._existing = self._known_nodes()
@@ -155,18 +162,22 @@ class AgentView(object):
         with self._lock:
             missing = [key for key in self._keys if key not in self._armed]
             self._armed.update(missing)
-        for kind, path in missing:
-            if kind == "children":
-                try:
-                    changed = sorted(self.client.get_children(path, watch=self._on_children)) != self._listings.get(path)
-                except NoNodeError:
-                    self.missed(kind, path)
-                    changed = self._listings.get(path) is not None
-            else:
-                changed = (self.client.exists(path, watch=self._on_exists) is not None) != (path in self._existing)
-            if changed:
-                with self._lock:
-                    self._dirty |= self._keys.get((kind, path), {GLOBAL})
+        try:
+            for kind, path in missing:
+                if kind == "children":
+                    try:
+                        changed = sorted(self.client.get_children(path, watch=self._on_children)) != self._listings.get(path)
+                    except NoNodeError:
+                        self.missed(kind, path)
+                        changed = self._listings.get(path) is not None
+                else:
+                    changed = (self.client.exists(path, watch=self._on_exists) is not None) != (path in self._existing)
+                if changed:
+                    with self._lock:
+                        self._dirty |= self._keys.get((kind, path), {GLOBAL})
+        except Exception:
+            self.session_lost()
+            raise
         return len(missing)
 
 

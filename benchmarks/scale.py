@@ -1,0 +1,383 @@
+#!/usr/bin/env python
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What one agent and one host upgrade cost ZooKeeper as the fleet grows: 10, 100, 1000 agents x 3 and 10 services.
+
+A real single-node ZooKeeper (tests/bed/zookeeper.py). For each size, N in-process agents run
+the real agent code (``agent.runtime.Agent``: the view, the watch plan, decide, the fenced
+commits) for S services each; only the local side is simulated (an instance "runs" a version
+in memory and is healthy at once), so the numbers are the coordination's alone. The agents
+share a pool of real ZooKeeper sessions (at most ``--sessions``, default 20), round robin;
+kazoo hands each watch event to every agent that asked for it, and every agent sends its own
+requests, so requests and notifications are counted per agent as if each had its own session.
+
+Per size it reports:
+
+- idle: ZooKeeper requests per agent per second with nothing to do, over one safety tick;
+- per host upgrade, fleet wide: requests and watch notifications in the steady state of a
+  rollout of one service with k = 2 (max_parallel 2, quorum N - 2) while the other services
+  idle, counted between the 3rd and the (3 + W)th finished host upgrade;
+- the seeding wave: requests and notifications per agent when the release appears;
+- one agent's refresh of its whole view (what its safety tick costs): requests and milliseconds;
+- and the ratios N=1000 / N=10.
+
+Then, on the 1000 x 10 tree: ``rollout_info``'s read and report in-process, the wall time of
+``ansible-playbook playbooks/status.yml`` beyond that of an empty playbook, and the CPU and RSS
+of one real agent process (``python -m zkrollout_core.agent`` from the role's zip) idling in it.
+Run as root or not, after ``make setup``::
+
+    source scripts/env.sh && python benchmarks/scale.py [--sizes 10,100,1000] [--services 3,10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "build", "collections"))
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.integration import tree  # noqa: E402
+
+OLD, NEW = "1.0.0", "2.0.0"
+SAFETY_TICK = 20.0
+LOOP_WAIT = 5.0
+WINDOW = 20
+
+
+class SimulatedInstance(object):
+    """The local side of one service: a version that "runs" in memory and is healthy at once."""
+
+    def __init__(self, version):
+        self.version = version
+        self.healthy = True
+
+    # Driver.
+    def running_version(self, _progress):
+        return self.version
+
+    def start(self, version):
+        self.version = version
+
+    def stop(self, _progress):
+        self.version = None
+
+    # HealthTracker.
+    def reset(self):
+        pass
+
+    def update(self, version):
+        return version is not None
+
+    def wait_healthy(self, version, _is_running, _stop=None):
+        time.sleep(0.02)
+        return True, "simulated instance healthy"
+
+
+def agent_config(host, services, workdir, zk_hosts, root):
+    """A real, validated agent config for a simulated host (install dirs shared per service)."""
+    raw = {
+        "host": host,
+        "state_dir": os.path.join(workdir, "hosts", host),
+        "zookeeper": {"hosts": zk_hosts, "root": root, "session_timeout": 20.0},
+        "loop_wait": LOOP_WAIT,
+        "safety_tick": SAFETY_TICK,
+        "services": {name: {"install_dir": os.path.join(workdir, "install", name), "command": ["true"],
+                            "health": {"command": ["true"]}} for name in services},
+    }
+    os.makedirs(raw["state_dir"], exist_ok=True)
+    return parse_config(raw, "%s agent config" % host)
+
+
+def prepare_install_dirs(workdir, services):
+    for name in services:
+        for version in (OLD, NEW):
+            directory = os.path.join(workdir, "install", name, "versions", version)
+            os.makedirs(directory, exist_ok=True)
+            open(os.path.join(directory, VERIFIED_MARKER), "w").close()
+
+
+class SimulatedFleet(object):
+    """N agents of the real agent code on a pool of sessions, each in its own thread."""
+
+    def __init__(self, zk, root, hosts, services, workdir, sessions):
+        self.layout = Layout(root)
+        self.counters = [zkclient.RequestCounter() for _unused in range(min(sessions, hosts))]
+        options = zkclient.ConnectionOptions(hosts=zk.hosts, timeout=10.0, session_timeout=20.0)
+        self.clients = [counter.attach(zkclient.connect(options)) for counter in self.counters]
+        prepare_install_dirs(workdir, services)
+        self.agents = []
+        quiet = logging.getLogger("zkrollout.benchmark.agent")
+        quiet.setLevel(logging.ERROR)
+        for index in range(hosts):
+            host = "h%04d" % (index + 1)
+            agent = Agent(agent_config(host, services, workdir, zk.hosts, root), logger=quiet, client=self.clients[index % len(self.clients)])
+            for name in services:
+                instance = SimulatedInstance(OLD)
+                agent.drivers[name] = instance
+                agent.health[name] = instance
+                agent.state.update(name, version=OLD)
+            self.agents.append(agent)
+        self.threads = [threading.Thread(target=agent.run, daemon=True) for agent in self.agents]
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self):
+        for agent in self.agents:
+            agent.stop()
+        for thread in self.threads:
+            thread.join(10)
+        for client in self.clients:
+            zkclient.disconnect(client)
+
+    def requests(self):
+        return sum(counter.requests for counter in self.counters)
+
+    def notifications(self):
+        return sum(agent.view.notifications for agent in self.agents if agent.view is not None)
+
+    def upgraded(self, service):
+        return sum(1 for agent in self.agents if agent.drivers[service].version == NEW and not agent.state.get(service).in_switch)
+
+    def registered(self, client, services):
+        snapshot = read_snapshot(client, self.layout, services=services)
+        return min(len(snapshot.service(name).registrations) for name in services)
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise SystemExit("scale: gave up after %.0fs waiting for %s" % (timeout, what))
+
+
+def measure(zk, hosts, service_count, sessions, workdir):
+    services = ["S%02d" % i for i in range(1, service_count + 1)]
+    rolled = services[0]
+    root = "/scale-%d-%d" % (hosts, service_count)
+    controller = zkclient.connect(zkclient.ConnectionOptions(hosts=zk.hosts, timeout=10.0))
+    fleet = SimulatedFleet(zk, root, hosts, services, os.path.join(workdir, root.strip("/")), sessions)
+    try:
+        started = time.monotonic()
+        fleet.start()
+        wait_until(lambda: fleet.registered(controller, services) == hosts, 120 + hosts * 0.2, "every agent to register")
+        startup = time.monotonic() - started
+        # Idle: one safety tick of every agent, with nothing to do.
+        time.sleep(2.0)
+        requests, notifications = fleet.requests(), fleet.notifications()
+        time.sleep(SAFETY_TICK)
+        idle_rate = (fleet.requests() - requests) / float(hosts) / SAFETY_TICK
+        idle_notifications = fleet.notifications() - notifications
+
+        # One agent's full refresh (what its safety tick reads), timed and counted on its own.
+        probe = fleet.agents[-1]
+        probe_counter = zkclient.RequestCounter()
+        probe_client = probe_counter.attach(zkclient.connect(zkclient.ConnectionOptions(hosts=zk.hosts, timeout=10.0)))
+        try:
+            from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
+            view = AgentView(probe_client, probe.layout, probe.config.service_names, lambda: None)
+            view.refresh()
+            view.invalidate()
+            before = probe_counter.requests
+            timings = []
+            for _unused in range(5):
+                view.invalidate()
+                began = time.perf_counter()
+                view.refresh()
+                timings.append((time.perf_counter() - began) * 1000.0)
+            refresh_requests = (probe_counter.requests - before) / 5.0
+        finally:
+            zkclient.disconnect(probe_client)
+
+        # The rollout of one service, k = 2.
+        requests, notifications = fleet.requests(), fleet.notifications()
+        tree.seed(controller, fleet.layout, tree.release(tree.service(rolled, version=NEW, quorum=hosts - 2, max_parallel=2), id="scale"))
+        wait_until(lambda: fleet.upgraded(rolled) >= 3, 120 + hosts * 0.2, "the first three upgrades")
+        mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled)
+        seeding = ((mark_requests - requests) / float(hosts), (mark_notifications - notifications) / float(hosts))
+        window = min(WINDOW, hosts - mark_upgrades)
+        began = time.monotonic()
+        wait_until(lambda: fleet.upgraded(rolled) >= mark_upgrades + window, 60 + window * 5.0, "%d more upgrades" % window)
+        elapsed = time.monotonic() - began
+        upgrades = fleet.upgraded(rolled) - mark_upgrades
+        per_upgrade = ((fleet.requests() - mark_requests) / float(upgrades), (fleet.notifications() - mark_notifications) / float(upgrades))
+        return {
+            "hosts": hosts, "services": service_count, "sessions": len(fleet.clients), "startup_s": round(startup, 1),
+            "idle_requests_per_agent_s": round(idle_rate, 4), "idle_notifications": idle_notifications,
+            "requests_per_upgrade": round(per_upgrade[0], 1), "notifications_per_upgrade": round(per_upgrade[1], 1),
+            "upgrades_counted": upgrades, "upgrade_s": round(elapsed / upgrades, 3),
+            "seeding_requests_per_agent": round(seeding[0], 1), "seeding_notifications_per_agent": round(seeding[1], 1),
+            "refresh_requests": refresh_requests, "refresh_ms_p50": round(statistics.median(timings), 1),
+        }, root
+    finally:
+        fleet.stop()
+        zkclient.disconnect(controller)
+
+
+def rollout_info_time(zk, root):
+    """In-process read + report of the whole tree, best of 5, and its request count."""
+    counter = zkclient.RequestCounter()
+    client = counter.attach(zkclient.connect(zkclient.ConnectionOptions(hosts=zk.hosts, timeout=10.0)))
+    try:
+        timings = []
+        for _unused in range(5):
+            before = counter.requests
+            began = time.perf_counter()
+            report = rollout_report(read_snapshot(client, Layout(root)))
+            timings.append(time.perf_counter() - began)
+        return min(timings), counter.requests - before, len(report["hosts"])
+    finally:
+        zkclient.disconnect(client)
+
+
+def playbook_seconds(argv, env):
+    began = time.monotonic()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    return time.monotonic() - began
+
+
+def status_playbook_overhead(zk, root, workdir):
+    """Wall time of status.yml on the tree, minus that of an empty playbook (Ansible's own start-up); best of 3."""
+    empty = os.path.join(workdir, "empty.yml")
+    with open(empty, "w") as handle:
+        handle.write("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "tests", "ansible.cfg"))
+    status = ["ansible-playbook", "-i", "localhost,", "-c", "local", os.path.join(REPO, "playbooks", "status.yml"),
+              "-e", "zkrollout_zk_hosts=%s" % zk.hosts, "-e", "zkrollout_zk_root=%s" % root]
+    baseline = min(playbook_seconds(["ansible-playbook", "-i", "localhost,", "-c", "local", empty], env) for _unused in range(3))
+    measured = min(playbook_seconds(status, env) for _unused in range(3))
+    return measured - baseline, baseline
+
+
+def real_agent_process(zk, root, services, workdir, seconds=30.0):
+    """CPU share and RSS of one real agent process idling in the tree (external driver, HTTP health on loopback)."""
+    package = os.path.join(workdir, "zkrollout_core.zip")
+    subprocess.run([sys.executable, os.path.join(REPO, "roles", "agent", "files", "pack_core.py"), os.path.join(REPO, "plugins", "module_utils"),
+                    package], check=True)
+    version_file = os.path.join(workdir, "version")
+    with open(version_file, "w") as handle:
+        handle.write(OLD + "\n")
+    health = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0"], cwd=workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = int(health.stdout.readline().split("port ")[1].split()[0])
+        config = {
+            "host": "probe", "state_dir": os.path.join(workdir, "probe"),
+            "zookeeper": {"hosts": zk.hosts, "root": root},
+            "services": {name: {"install_dir": os.path.join(workdir, "probe-install", name), "driver": "external", "version_file": version_file,
+                                "health": {"http": "http://127.0.0.1:%d/" % port}} for name in services},
+        }
+        os.makedirs(config["state_dir"], exist_ok=True)
+        path = os.path.join(workdir, "probe.json")
+        with open(path, "w") as handle:
+            json.dump(config, handle)
+        env = dict(os.environ, PYTHONPATH=package)
+        agent = subprocess.Popen([sys.executable, "-m", "zkrollout_core.agent", "--config", path, "run"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(10.0)
+            ticks = os.sysconf("SC_CLK_TCK")
+
+            def cpu():
+                with open("/proc/%d/stat" % agent.pid) as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / float(ticks)
+
+            began, used = time.monotonic(), cpu()
+            time.sleep(seconds)
+            share = (cpu() - used) / (time.monotonic() - began)
+            with open("/proc/%d/status" % agent.pid) as handle:
+                rss = [int(line.split()[1]) for line in handle if line.startswith("VmRSS:")][0] / 1024.0
+            return share, rss
+        finally:
+            agent.terminate()
+            agent.wait(10)
+    finally:
+        health.terminate()
+        health.wait(10)
+
+
+def table(results):
+    lines = ["| N x S | sessions | idle req/s per agent | req per upgrade | notif per upgrade | seeding req / notif per agent "
+             "| full refresh req / ms | s per upgrade |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in results:
+        lines.append("| %d x %d | %d | %.3f | %.1f | %.1f | %.1f / %.1f | %.0f / %.1f | %.2f |" % (
+            row["hosts"], row["services"], row["sessions"], row["idle_requests_per_agent_s"], row["requests_per_upgrade"],
+            row["notifications_per_upgrade"], row["seeding_requests_per_agent"], row["seeding_notifications_per_agent"],
+            row["refresh_requests"], row["refresh_ms_p50"], row["upgrade_s"]))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--services", default="3,10")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    service_counts = [int(s) for s in args.services.split(",")]
+    workdir = tempfile.mkdtemp(prefix="zkrollout-scale-")
+    results, extra = [], {}
+    try:
+        with ZooKeeper() as zk:
+            for service_count in service_counts:
+                for hosts in sizes:
+                    row, root = measure(zk, hosts, service_count, args.sessions, workdir)
+                    results.append(row)
+                    print("measured %d x %d: %s" % (hosts, service_count, json.dumps(row)), file=sys.stderr, flush=True)
+            biggest = "/scale-%d-%d" % (max(sizes), max(service_counts))
+            seconds, requests, host_count = rollout_info_time(zk, biggest)
+            extra["rollout_info_s"], extra["rollout_info_requests"], extra["rollout_info_hosts"] = round(seconds, 3), requests, host_count
+            extra["status_yml_beyond_ansible_s"], extra["ansible_startup_s"] = (round(v, 2) for v in status_playbook_overhead(zk, biggest, workdir))
+            share, rss = real_agent_process(zk, biggest, ["S%02d" % i for i in range(1, max(service_counts) + 1)], workdir)
+            extra["agent_cpu_percent"], extra["agent_rss_mb"] = round(share * 100.0, 2), round(rss, 1)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"results": results, "at_largest": extra}, indent=1))
+        return
+    print(table(results))
+    print()
+    for service_count in service_counts:
+        rows = {row["hosts"]: row for row in results if row["services"] == service_count}
+        if min(sizes) in rows and max(sizes) in rows:
+            low, high = rows[min(sizes)], rows[max(sizes)]
+            print("S=%d, N=%d / N=%d: requests per upgrade %.2fx, notifications per upgrade %.2fx, idle requests per agent %.2fx (target <= 1.2x)" % (
+                service_count, max(sizes), min(sizes), high["requests_per_upgrade"] / low["requests_per_upgrade"],
+                high["notifications_per_upgrade"] / max(low["notifications_per_upgrade"], 0.1),
+                high["idle_requests_per_agent_s"] / max(low["idle_requests_per_agent_s"], 1e-9)))
+    print()
+    print("at %d x %d: rollout_info read + report %.3f s in-process (%d requests, %d hosts; target <= 1 s); status.yml %.2f s beyond "
+          "ansible-playbook's own %.2f s (target <= 2 s); one real agent process idle: %.2f %% of a core, RSS %.1f MB "
+          "(targets < 0.5 %%, <= 40 MB)" % (max(sizes), max(service_counts), extra["rollout_info_s"], extra["rollout_info_requests"],
+                                            extra["rollout_info_hosts"], extra["status_yml_beyond_ansible_s"], extra["ansible_startup_s"],
+                                            extra["agent_cpu_percent"], extra["agent_rss_mb"]))
+    print("idle requests are counted at safety_tick %gs (the default is 60 s: a third of these rates); kazoo's heartbeats are not requests "
+          "and are not counted" % SAFETY_TICK)
+
+
+if __name__ == "__main__":
+    main()
