@@ -36,9 +36,9 @@ description:
     ansible-core; this plugin is optional and thin (the slot logic is the collection's shared
     core), and the agents need no strategy at all.
   - "Play variables: C(zkrollout_service) (required); C(zkrollout_quorum) (integer or percentage
-    of the hosts of the service; default the quorum of C(<root>/staging/<service>)); a quorum
-    that no host could ever stop under is refused before any host starts.
-    C(zkrollout_max_parallel) (default that of the staging entry, else 1); C(zkrollout_version)
+    of the hosts of the service; default the quorum of C(<root>/staging/<service>); when both
+    are set the larger one applies); a quorum that no host could ever stop under is refused before any host starts.
+    C(zkrollout_max_parallel) (default that of the staging entry, else 1; when both are set the smaller one applies); C(zkrollout_version)
     (recorded in the slot and required of the registration before the slot is released; default
     the staging entry's version, else any registration releases the slot);
     C(zkrollout_slot_timeout) (seconds until a slot counts as abandoned, default 3600);
@@ -74,8 +74,8 @@ from ansible.utils.display import Display
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, resolve_quorum, slot_verdict
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, strictest_limits
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError, connect, disconnect
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot, release_slot, take_slot
@@ -157,15 +157,14 @@ class QuorumGate(object):
         """Disconnect; slots of failed hosts stay held on purpose."""
         disconnect(self.client)
 
-    # The numbers: from the play, else from the staging entry.
+    # The numbers: the stricter of the play's and the staging entry's.
     def _numbers(self, snapshot):
         """``(resolved quorum, max_parallel, target version or None)`` on ``snapshot``."""
         release = snapshot.service(self.service).release
-        quorum = self.quorum if self.quorum is not None else (release.quorum if release else None)
-        if quorum is None:
-            raise AnsibleError("strategy zkrollout.dc.quorum: set zkrollout_quorum, or stage %s with a quorum" % self.service)
-        resolved = max(1, resolve_quorum(quorum, len(service_hosts(snapshot, self.service))))
-        max_parallel = self.max_parallel or (release.max_parallel if release else 1)
+        try:
+            resolved, max_parallel = strictest_limits(snapshot, self.service, self.quorum, self.max_parallel)
+        except ValueError as exc:
+            raise AnsibleError("strategy zkrollout.dc.quorum: set zkrollout_quorum, or stage %s with a quorum" % self.service) from exc
         version = self.version or (release.version if release else None)
         return resolved, max_parallel, version
 
@@ -174,8 +173,7 @@ class QuorumGate(object):
         quorum, max_parallel, version = self._numbers(snapshot)
         hosts = service_hosts(snapshot, self.service)
         try:
-            check_service(self.service, self.quorum if self.quorum is not None else snapshot.service(self.service).release.quorum,
-                          len(hosts), max_parallel)
+            check_service(self.service, quorum, len(hosts), max_parallel)
         except PlanError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
         registrations = snapshot.service(self.service).registrations

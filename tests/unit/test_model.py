@@ -634,3 +634,20 @@ def test_the_spec_hash_ignores_spelling_that_normalises_away():
     base = ReleaseSpec.from_dict(release(service("web", quorum=2)))
     respelled = ReleaseSpec.from_dict(release(service("web", quorum="2", artifact={"sha256": SHA.upper(), "url": ARTIFACT["url"]}, max_parallel=1)))
     assert respelled.spec_hash == base.spec_hash
+
+
+def test_a_payload_nested_deeper_than_python_can_parse_is_a_named_problem():
+    deep = b'{"schema":1,"to":' + b"[" * 100000 + b"]" * 100000 + b',"since":1}'
+    error = refused(Slot, deep)
+    assert str(error).startswith(PATH + ": JSON nested too deeply to be a payload (upgrade slot)")
+
+
+def test_a_deeply_nested_field_value_is_refused_with_a_short_message():
+    error = refused(Failure, dict(GOOD[Failure], reason=[[[[[[[[["x" * 500]]]]]]]]]))
+    assert error.field == "reason"
+    assert len(str(error)) < 600
+
+
+def test_a_payload_above_the_size_cap_is_refused_unread():
+    error = refused(Slot, b'{"schema":1,"to":"2.0","since":1,"owner":"' + b"a" * 300000 + b'"}')
+    assert "300044 bytes, more than the 262144 allowed" in str(error)

@@ -24,17 +24,21 @@ class DriverError(Exception):
     """An instance could not be started or stopped; the message names the service and command."""
 
 
-def _process_alive(pid, marker):
+def _process_alive(pid, marker, starting=False):
     """True if ``pid`` runs (not a zombie) and its command line contains the path ``marker``.
 
     The path must end there or continue with ``/``: versions/2.0.0 is not versions/2.0.0-rc1.
+    With ``starting`` (a pid we recorded ourselves), an empty command line counts as ours.
     """
     try:
         with open("/proc/%d/stat" % pid) as handle:
             if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            return re.search(re.escape(marker.encode()) + b"(?=/|\\x00|$)", handle.read()) is not None
+            cmdline = handle.read()
+        # Empty while the process is still exec'ing (right after a start): it runs, its command
+        # line is just not there yet. Judging it gone would roll back a healthy upgrade.
+        return (starting and not cmdline) or re.search(re.escape(marker.encode()) + b"(?=/|\\x00|$)", cmdline) is not None
     except (OSError, IndexError):
         return False
 
@@ -70,10 +74,13 @@ class ExecDriver(object):
         if not progress.pid or not progress.version:
             return None
         child = self._children.get(progress.pid)
-        if child is not None and child.poll() is not None:
+        if child is not None:
+            # Our own child: its Popen handle is the truth, whatever /proc shows this instant.
+            if child.poll() is None:
+                return progress.version
             del self._children[progress.pid]
             return None
-        return progress.version if _process_alive(progress.pid, self.config.version_dir(progress.version)) else None
+        return progress.version if _process_alive(progress.pid, self.config.version_dir(progress.version), starting=True) else None
 
     def start(self, version):
         """Start ``version``, or adopt the instance of it that already runs; return its pid."""

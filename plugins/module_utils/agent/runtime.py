@@ -136,7 +136,12 @@ class Agent(object):
         try:
             while not self.stopping.is_set():
                 self.woken.clear()
-                self.iteration()
+                try:
+                    self.iteration()
+                except Exception:  # pylint: disable=broad-except
+                    # Nothing read from ZooKeeper may stop the loop: instances left stopped would
+                    # never be started again. The traceback says what to fix; the next loop retries.
+                    self.log.exception("this iteration failed; the agent goes on")
                 if once:
                     break
                 self.woken.wait(self.config.loop_wait)
@@ -175,6 +180,8 @@ class Agent(object):
                     self.woken.set()
             except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
+            except Exception:  # pylint: disable=broad-except
+                self.log.exception("service %s: this step failed unexpectedly; the other services go on", name)
         self._write_status()
 
     def refresh_view(self):

@@ -48,11 +48,25 @@ class PayloadError(ValueError):
         super().__init__(prefix + message)
 
 
+# A znode payload larger than this is refused unread: every payload of the tree is far smaller.
+MAX_PAYLOAD_BYTES = 256 * 1024
+_SHOWN_VALUE_CHARS = 200
+
+
+def _shown(value):
+    """A value fit for a message: JSON, cut short, even when it is huge or nested deeply."""
+    try:
+        text = json.dumps(value, default=repr)
+    except (RecursionError, ValueError):
+        text = "a value nested too deeply to show"
+    return text if len(text) <= _SHOWN_VALUE_CHARS else text[:_SHOWN_VALUE_CHARS] + "... (%d characters)" % len(text)
+
+
 # Field validators. Each takes (value, where) and returns the normalised value or raises.
 def _fail(where, field_name, value, expectation):
     path, prefix = where
     raise PayloadError(
-        "field '%s%s' has %s; %s" % (prefix, field_name, json.dumps(value, default=repr), expectation),
+        "field '%s%s' has %s; %s" % (prefix, field_name, _shown(value), expectation),
         path,
         prefix + field_name,
         value,
@@ -217,7 +231,7 @@ class Payload(object):
         if not isinstance(raw, dict):
             if prefix:
                 _fail((path, ""), prefix.rstrip("."), raw, "expected a JSON object (%s)" % cls.kind)
-            raise PayloadError("expected a JSON object (%s), got %s" % (cls.kind, json.dumps(raw, default=repr)), path)
+            raise PayloadError("expected a JSON object (%s), got %s" % (cls.kind, _shown(raw)), path)
         if not cls.nested or "schema" in raw:
             schema = raw.get("schema")
             if schema != SCHEMA:
@@ -249,10 +263,15 @@ class Payload(object):
         """Parse znode bytes; malformed JSON is a PayloadError naming the path."""
         if not data:
             raise PayloadError("the znode is empty, expected a %s" % cls.kind, path)
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise PayloadError("the znode holds %d bytes, more than the %d allowed for a payload (%s); rewrite or delete the znode"
+                               % (len(data), MAX_PAYLOAD_BYTES, cls.kind), path)
         try:
             raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError("malformed JSON for a %s (%s); rewrite or delete the znode" % (cls.kind, exc), path) from exc
+        except RecursionError as exc:
+            raise PayloadError("JSON nested too deeply to be a payload (%s); rewrite or delete the znode" % cls.kind, path) from exc
         return cls.from_dict(raw, path)
 
     def to_dict(self):

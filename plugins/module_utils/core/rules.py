@@ -50,6 +50,22 @@ def healthy_hosts(snapshot, name):
     return sorted(set(state.registrations) - set(state.slots))
 
 
+def strictest_limits(snapshot, name, quorum=None, max_parallel=None):
+    """``(resolved quorum, max_parallel)`` for a caller with limits of its own (a play), never looser than the release's.
+
+    The larger quorum and the smaller ``max_parallel`` of the two win, so a play variable can
+    make the budget stricter than the staged release but never wider. Raises ValueError when
+    neither side gives a quorum.
+    """
+    release = snapshot.service(name).release
+    quorums = [value for value in (quorum, release.quorum if release else None) if value is not None]
+    if not quorums:
+        raise ValueError("no quorum for %s: stage it with a quorum or give one" % name)
+    hosts = len(service_hosts(snapshot, name))
+    parallels = [value for value in (max_parallel, release.max_parallel if release else None) if value]
+    return max(max(1, resolve_quorum(value, hosts)) for value in quorums), min(parallels or [1])
+
+
 def budget(snapshot, name):
     """How many more upgrade slots of ``name`` may be taken now (0 without a release)."""
     state = snapshot.service(name)

@@ -39,6 +39,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     RolloutState,
     Slot,
 )
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import strictest_limits
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.snapshot import QueueMember, ServiceState, Snapshot
 
 ROLLOUT = "r1"
@@ -440,3 +441,23 @@ def test_a_dependant_waits_while_a_dependency_instance_that_came_back_is_still_o
     assert_decision(decided(snapshot, local(name="app")), WAIT, "app depends on db", "not on its target")
     caught_up = tree(service("db", current="h1=2.0 h2=2.0 h3=2.0 h4=2.0", target="2.0"), app, queue=["app"])
     assert_decision(decided(caught_up, local(name="app")), TAKE_SLOT, "slot allowed")
+
+
+# A caller with limits of its own (a play under the strategy) never loosens the staged release.
+@pytest.mark.parametrize("play_quorum, play_parallel, expected", [
+    (None, None, (3, 2)),
+    (1, None, (3, 2)),
+    (4, None, (4, 2)),
+    ("100%", 5, (5, 2)),
+    (None, 1, (3, 1)),
+])
+def test_the_stricter_of_the_play_and_the_release_limits_applies(play_quorum, play_parallel, expected):
+    snapshot = tree(service(current=FIVE, quorum=3, max_parallel=2))
+    assert strictest_limits(snapshot, "app", play_quorum, play_parallel) == expected
+
+
+def test_limits_for_a_service_without_a_release_come_from_the_caller_alone():
+    snapshot = tree(service(current=FIVE, staged=False), state=None)
+    assert strictest_limits(snapshot, "app", "40%", None) == (2, 1)
+    with pytest.raises(ValueError):
+        strictest_limits(snapshot, "app")
