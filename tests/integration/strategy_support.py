@@ -298,6 +298,13 @@ class StrategyFleet(EndToEndFleet):
         assert killed, "no A process to kill on %s" % host
         self.wait_for(lambda: host not in self.registrations(SERVICE), timeout, "the agent of %s to deregister its dead A" % host)
 
+    def wait_switches_ended(self, timeout=60):
+        """Wait until no switch script runs on any host: those of a killed controller finish on their own."""
+        def running():
+            return [host for host in self.hosts if self.environment.fleet.signal_processes(host, 0, SWITCH_SCRIPT.name)]
+
+        self.wait_for(lambda: not running(), timeout, "the switch scripts of the killed controller to end")
+
     def slot_sampler(self):
         """A SlotSampler on the test's session (``with fleet.slot_sampler() as sampler:``)."""
         return SlotSampler(self.client, self.layout)

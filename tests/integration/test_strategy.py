@@ -185,6 +185,9 @@ class TestOnTheFleet:
 
         fleet.wait_for(a_slot_holder_is_down, 240, "a host of the doomed play to hold a slot with its instance down", interval=0.05)
         doomed.kill()
+        # The hosts' side of the killed play (its switch scripts) runs to its end regardless; a
+        # re-run racing it on the same host would start a second instance.
+        fleet.wait_switches_ended()
 
         held = fleet.slots()
         assert held and all(slot.owner == owner and slot.deadline > time.time() + 60 for slot in held.values()), held

@@ -23,9 +23,9 @@ import time
 
 from ..core.layout import Layout, check_name, split_sequential
 from ..core.model import Failure, Slot
-from ..core.rules import agent_owner, rollout_stage, service_complete
+from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
 from ..store.client import RequestCounter, build_client
-from ..store.slots import complete_service, release_slot, take_slot
+from ..store.slots import complete_service, release_leftover_locks, release_slot, take_slot
 from ..store.views import GLOBAL, AgentView, own_registrations
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
@@ -197,6 +197,7 @@ class Agent(object):
             self.view.invalidate()
         try:
             self._ensure_roster()
+            release_leftover_locks(self.client)
             if self.view.dirty or self.snapshot is None:
                 self._read_view()
             if self.view.arm() and self.view.dirty:
@@ -315,7 +316,8 @@ class Agent(object):
 
     def release_slot(self, name):
         """Delete this host's upgrade slot of ``name``, if any."""
-        release_slot(self.client, self.layout, name, self.host)
+        # Only a slot this host's agent took: a controller's (push mode) is not ours to free.
+        release_slot(self.client, self.layout, name, self.host, owner=(agent_owner(self.host), LEGACY_AGENT_OWNER))
 
     def record_failure(self, name, version, stage, reason, rolled_back_to=None):
         """Write ``failed/<host>`` for the service (create or replace)."""

@@ -13,6 +13,8 @@ from .plan import resolve_quorum, upgrade_budget
 
 TERMINAL_STATES = ("done", "failed", "aborted")
 AGENT_OWNER = "agent:"
+# Slots written before owners named their host say only "agent".
+LEGACY_AGENT_OWNER = "agent"
 CONTROLLER_OWNER = "controller:"
 
 
@@ -28,7 +30,7 @@ def controller_owner(controller_id):
 
 def agent_slot(slot):
     """True for a slot an agent took; a controller's slot (push mode) is not an agent's to release."""
-    return slot is not None and (slot.owner == "agent" or slot.owner.startswith(AGENT_OWNER))
+    return slot is not None and (slot.owner == LEGACY_AGENT_OWNER or slot.owner.startswith(AGENT_OWNER))
 
 
 def service_hosts(snapshot, name):

@@ -27,13 +27,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import weakref
 
 from ..core.model import PayloadError, RolloutState, Slot
 from .reads import read_snapshot
 
 try:
-    from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
-except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
+    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
+    from kazoo.handlers.threading import KazooTimeoutError
+except ImportError:  # client.require_kazoo() reports the missing library where it matters
+
+    class KazooException(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class KazooTimeoutError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
 
     class BadVersionError(Exception):
         """Stands in for kazoo's class so this module imports without kazoo."""
@@ -54,12 +62,37 @@ except ImportError:  # zkclient.require_kazoo() reports the missing library wher
 LOCK_TIMEOUT = 5.0
 
 
+# Lock nodes whose release failed while the session lived on (a connection drop longer than the
+# retries): until they are deleted, nobody else can take a turn on that service.
+_UNRELEASED = weakref.WeakKeyDictionary()
+
+
+def release_leftover_locks(client):
+    """Delete the lock nodes of ``client``'s session whose release failed; returns how many are left.
+
+    Cheap when there are none (no request), so the agent calls it on every loop while connected.
+    """
+    paths = _UNRELEASED.get(client)
+    for path in sorted(paths or ()):
+        try:
+            client.delete(path)
+        except NoNodeError:
+            pass
+        except (KazooException, KazooTimeoutError):
+            continue
+        paths.discard(path)
+    return len(paths or ())
+
+
 @contextlib.contextmanager
 def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT):
     """``with service_lock(...) as lock:`` the service's lock, or None if it stayed busy for ``timeout``.
 
-    The lock serialises every decision that takes a slot or completes the service.
+    The lock serialises every decision that takes a slot or completes the service. A release
+    that fails is never raised: the node is remembered and ``release_leftover_locks`` deletes it
+    as soon as the connection is back (the session, and so the node, may well have survived).
     """
+    release_leftover_locks(client)
     lock = client.Lock(layout.lock(service), identifier=identifier)
     try:
         acquired = lock.acquire(timeout=timeout)
@@ -69,7 +102,11 @@ def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT):
         yield lock if acquired else None
     finally:
         if acquired:
-            lock.release()
+            node = lock.path + "/" + lock.node
+            try:
+                lock.release()
+            except (KazooException, KazooTimeoutError):
+                _UNRELEASED.setdefault(client, set()).add(node)
 
 
 def complete_service(client, layout, service, identifier, still_complete):
@@ -152,9 +189,11 @@ def _refusal(layout, service, host, error):
 
 
 def release_slot(client, layout, service, host, owner=None):
-    """Delete the slot of ``host``; with ``owner``, only if that owner still holds it.
+    """Delete the slot of ``host``; with ``owner`` (a string or a tuple of them), only if it still holds it.
 
-    Returns True if a slot was deleted.
+    The delete is checked against the version that was read, so a slot that changed hands
+    meanwhile stays. A slot whose payload is malformed is released only without ``owner``
+    (an operator's ``force``). Returns True if a slot was deleted.
     """
     path = layout.slot(service, host)
     try:
@@ -163,7 +202,7 @@ def release_slot(client, layout, service, host, owner=None):
         return False
     if owner is not None:
         try:
-            if Slot.from_bytes(data, path).owner != owner:
+            if Slot.from_bytes(data, path).owner not in (owner if isinstance(owner, tuple) else (owner,)):
                 return False
         except PayloadError:
             return False
