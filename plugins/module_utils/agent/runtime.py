@@ -54,6 +54,8 @@ except ImportError:  # zkclient.require_kazoo() reports the missing library wher
 
 
 AGENT_VERSION = "zkrollout-agent/0.1.0"
+# A host whose instance is down decides what to start on a view at most this old (seconds).
+DOWN_REFRESH = 5.0
 
 
 class Agent(object):
@@ -171,7 +173,13 @@ class Agent(object):
             # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
             try:
                 self._bootstrap(name)
-                decision = decide(self.host, snapshot, self.local_view(name), snapshot is not None and self.connected)
+                local = self.local_view(name)
+                if local.running is None and snapshot is not None and local.managed and self.view.age(name) > DOWN_REFRESH:
+                    # What a host whose instance is down starts depends on the registrations of
+                    # others ("most popular"): decide that on a recent read, not on an old cache.
+                    self.view.invalidate([name])
+                    snapshot = self.refresh_view()
+                decision = decide(self.host, snapshot, local, snapshot is not None and self.connected)
                 self._record(name, decision)
                 self.perform(name, decision, snapshot)
                 if decision.action != actions.WAIT:
@@ -194,7 +202,7 @@ class Agent(object):
             self.view.session_lost()
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.config.safety_tick
-            self.view.invalidate()
+            self.view.tick()
         try:
             self._ensure_roster()
             release_leftover_locks(self.client)

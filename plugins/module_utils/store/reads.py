@@ -31,7 +31,8 @@ class Reader(object):
 
     ``watcher`` (optional) decides which reads carry a watch: ``watcher.callback(kind, path)``
     returns the callback to attach (``kind`` is ``children`` or ``exists``) or None, and
-    ``watcher.missed(kind, path)`` hears that the node was missing, so no watch was set. The
+    ``watcher.missed(kind, path)`` hears that a read which carried a watch found no node, so the
+    watch was not set. The
     agent's view uses it to arm exactly the watches it planned; ``listings`` keeps every child
     listing read, for the view to compare with later.
     """
@@ -51,13 +52,17 @@ class Reader(object):
 
     def children(self, paths):
         """``{path: sorted children}``; a missing node maps to None."""
-        pending = [(path, self.client.get_children_async(path, watch=self._watch("children", path))) for path in paths]
+        pending = []
+        for path in paths:
+            watch = self._watch("children", path)
+            pending.append((path, watch, self.client.get_children_async(path, watch=watch)))
         result = {}
-        for path, async_result in pending:
+        for path, watch, async_result in pending:
             try:
                 result[path] = sorted(async_result.get())
             except NoNodeError:
-                self._missed("children", path)
+                if watch is not None:
+                    self._missed("children", path)
                 result[path] = None
         self.listings.update(result)
         return result
@@ -67,13 +72,17 @@ class Reader(object):
 
         A node whose data does not parse maps to ``(None, version)`` and adds a problem.
         """
-        pending = [(path, self.client.get_async(path, watch=self._watch("exists", path))) for path in paths]
+        pending = []
+        for path in paths:
+            watch = self._watch("exists", path)
+            pending.append((path, watch, self.client.get_async(path, watch=watch)))
         result = {}
-        for path, async_result in pending:
+        for path, watch, async_result in pending:
             try:
                 data, stat = async_result.get()
             except NoNodeError:
-                self._missed("exists", path)
+                if watch is not None:
+                    self._missed("exists", path)
                 continue
             if empty_ok and not data:
                 result[path] = (None, stat.version)

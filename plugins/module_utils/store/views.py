@@ -17,6 +17,7 @@ and wake the loop; all requests happen on the agent's own thread.
 from __future__ import annotations
 
 import threading
+import time
 
 from ..core.layout import split_registration
 from ..core.snapshot import Snapshot
@@ -49,6 +50,7 @@ class AgentView(object):
         self._states = {}
         self._listings = {}
         self._existing = set()
+        self._read_at = {}
 
     # Invalidation.
     def invalidate(self, names=None):
@@ -56,11 +58,31 @@ class AgentView(object):
         with self._lock:
             self._dirty |= set(self._states) | {GLOBAL} | set(self.services) if names is None else set(names)
 
+    def tick(self):
+        """The safety tick: re-read what no armed watch keeps current.
+
+        A service without a staging node whose release watch is armed has nothing else that can
+        change unseen for its decisions (its own registration changes only by our own writes),
+        and the rollout node and deploy queue are skipped while both their watches are armed.
+        """
+        layout = self.layout
+        with self._lock:
+            for name in set(self.services) | set(self._states):
+                state = self._states.get(name)
+                if state is None or state.release_version >= 0 or ("exists", layout.release(name)) not in self._armed:
+                    self._dirty.add(name)
+            if not {("exists", layout.rollout), ("children", layout.deploy)} <= self._armed:
+                self._dirty.add(GLOBAL)
+
     def session_lost(self):
         """The connection or the session was lost: no watch of ours is left; re-read everything."""
         with self._lock:
             self._armed.clear()
         self.invalidate()
+
+    def age(self, name):
+        """Seconds since ``name`` was last read (infinite if never)."""
+        return time.monotonic() - self._read_at.get(name, float("-inf"))
 
     @property
     def dirty(self):
@@ -117,6 +139,7 @@ class AgentView(object):
                 self._global_problems = tuple(message for _path, message in reader.problems)
             if names:
                 self._states.update(read_services(reader, self.layout, names))
+                self._read_at.update(dict.fromkeys(names, time.monotonic()))
         except Exception:
             # A read that failed may have left watches marked armed that the server never set.
             self.session_lost()
@@ -168,8 +191,8 @@ class AgentView(object):
                     try:
                         changed = sorted(self.client.get_children(path, watch=self._on_children)) != self._listings.get(path)
                     except NoNodeError:
-                        self.missed(kind, path)
-                        changed = self._listings.get(path) is not None
+                        # No node, no child watch: watch for its creation instead (it counts as armed).
+                        changed = self.client.exists(path, watch=self._on_children) is not None or self._listings.get(path) is not None
                 else:
                     changed = (self.client.exists(path, watch=self._on_exists) is not None) != (path in self._existing)
                 if changed:
