@@ -77,6 +77,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Pay
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, strictest_limits
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError, connect, disconnect
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import watch_listings
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot, release_slot, take_slot
 
@@ -255,9 +256,7 @@ class QuorumGate(object):
 
     # ZooKeeper.
     def _arm_watches(self):
-        for path in (self.layout.slots(self.service), self.layout.current_service(self.service)):
-            if self.client.exists(path, watch=self._wake) is not None:
-                self.client.get_children(path, watch=self._wake)
+        watch_listings(self.client, [self.layout.slots(self.service), self.layout.current_service(self.service)], self._wake)
 
     def _wake(self, _event=None):
         # Runs on kazoo's thread: only signal.

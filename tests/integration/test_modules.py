@@ -658,3 +658,17 @@ def test_rollout_info_lists_a_malformed_znode_as_a_problem_and_reports_the_rest(
     assert any(layout.slot("A", "h9") in problem for problem in info["problems"]), info["problems"]
     assert any(layout.slot("A", "h9") in warning for warning in info.get("warnings", [])), info.get("warnings")
     assert sorted(info["hosts"]) == ["h1", "h2", "h3"]
+
+
+def test_a_malformed_failure_record_halts_its_service_in_the_report_and_is_named(zkrollout, fleet, client, layout):
+    _three_hosts(fleet, {"A": "1.0.0"})
+    tree.seed(client, layout, release(service("A"), id="r1"))
+    client.create(layout.failure("A", "h2"), b'{"schema":1,"version":' + b"[" * 5000 + b"]" * 5000 + b"}")
+
+    info = zkrollout("rollout_info")
+
+    assert info.get("failed") is not True, info
+    assert info["services"]["A"]["verdict"] == "halted", info["services"]["A"]
+    assert "failure record is malformed" in info["services"]["A"]["reason"]
+    assert info["services"]["A"]["failures"] == {"h2": {"malformed": True}}
+    assert any(layout.failure("A", "h2") in problem for problem in info["problems"]), info["problems"]

@@ -44,6 +44,10 @@ def _status(config, as_json):
             name, service["running"] or "-", "healthy" if service["healthy"] else "unhealthy",
             progress.get("phase", "idle") + ("/" + progress["step"] if progress.get("step") else ""), ",".join(service["prepared"]) or "-"))
         print("  %-12s last decision: %s: %s" % ("", decision.get("action", "-"), decision.get("reason", "-")))
+    zookeeper = status.get("zookeeper") or {}
+    print("  ZooKeeper: %d requests sent, %d watch notifications received" % (zookeeper.get("requests", 0), zookeeper.get("notifications", 0)))
+    for problem in status.get("problems") or ():
+        print("  PROBLEM: %s" % problem)
     return 0
 
 

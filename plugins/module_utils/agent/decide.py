@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..core.plan import slot_verdict, upgrade_budget
 from ..core.rules import (
     agent_slot,
+    failure_facts,
     healthy_hosts,
     lagging_dependencies,
     most_popular_version,
@@ -167,8 +168,8 @@ def decide(host, snapshot, local, connected):
             return Decision(COMPLETE, "every online instance of %s runs %s and no slot is held: remove it from the deploy queue" % (service, target))
         return Decision(WAIT, "on target %s %s" % (service, target))
     if host in state.failures:
-        failure = state.failures[host]
-        return Decision(WAIT, "halted here: %s %s failed at %s (%s); waiting for a retry" % (service, failure.version, failure.stage, failure.reason))
+        version, stage, reason = failure_facts(state.failures[host])
+        return Decision(WAIT, "halted here: %s %s failed at %s (%s); waiting for a retry" % (service, version, stage, reason))
     stage = rollout_stage(snapshot, service)
     # A straggler (partitioned, or its agent was down, while its instance kept running the old
     # version) still follows a finished service to its target, one quorum-checked turn at a time.

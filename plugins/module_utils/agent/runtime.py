@@ -218,11 +218,16 @@ class Agent(object):
         return self.snapshot
 
     def _read_view(self):
+        known = set(self.snapshot.problems) if self.snapshot is not None else set()
         self.snapshot = self.view.refresh(self._dependencies())
         if set(self._dependencies()) - set(self.snapshot.services):
             # A release named a dependency the view does not hold yet: read it too.
             self.snapshot = self.view.refresh(self._dependencies())
         self.view.plan(watch_plan(self.layout, self.host, self.snapshot, self.config.service_names, self._dependencies()))
+        for problem in self.snapshot.problems:
+            if problem not in known:
+                # Named once when it appears (status lists it as long as it lasts): what to fix, where.
+                self.log.warning("malformed node in this agent's view, read conservatively: %s", problem)
 
     def _dependencies(self):
         """Services our own services depend on, as far as the view knows: they are part of it."""

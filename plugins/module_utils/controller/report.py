@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..core.plan import upgrade_budget
 from ..core.rules import (
     TERMINAL_STATES,
+    failure_facts,
     halting_failures,
     healthy_hosts,
     pending_dependencies,
@@ -31,9 +32,9 @@ def verdict(snapshot, name):
         return "done", "all %d online hosts run %s" % (len(state.registrations), release.version)
     failures = halting_failures(snapshot, name)
     if failures:
-        first = sorted(failures)[0]
+        version, stage, reason = failure_facts(failures[sorted(failures)[0]])
         return "halted", "upgrade to %s failed on %s (%s: %s); fix the cause, then retry %s with rollout_control" % (
-            failures[first].version, ", ".join(sorted(failures)), failures[first].stage, failures[first].reason, name)
+            version, ", ".join(sorted(failures)), stage, reason, name)
     rollout = snapshot.rollout
     if rollout is not None and rollout.state in ("paused", "aborted"):
         return rollout.state, "the rollout is %s: no new upgrade slots are taken" % rollout.state
@@ -80,7 +81,7 @@ def overall_state(snapshot):
         return rollout.state, rollout.reason or "the rollout is %s" % rollout.state
     halted = [(name, host, failure) for name in rollout.services for host, failure in sorted(halting_failures(snapshot, name).items())]
     if halted:
-        return "failed", "; ".join("%s on %s: %s (%s)" % (name, host, failure.reason, failure.stage) for name, host, failure in halted)
+        return "failed", "; ".join("%s on %s: %s (%s)" % (name, host, failure_facts(failure)[2], failure_facts(failure)[1]) for name, host, failure in halted)
     if all(service_complete(snapshot, name) for name in rollout.services):
         return "done", "every service runs its target"
     return rollout.state, "%d of %d services complete" % (sum(service_complete(snapshot, n) for n in rollout.services), len(rollout.services))
@@ -127,7 +128,7 @@ def service_report(snapshot, name):
         "slots": {
             host: (slot.to_dict() if slot is not None else {"malformed": True}) for host, slot in sorted(state.slots.items())
         },
-        "failures": {host: failure.to_dict() for host, failure in sorted(state.failures.items())},
+        "failures": {host: (failure.to_dict() if failure is not None else {"malformed": True}) for host, failure in sorted(state.failures.items())},
         "complete": service_complete(snapshot, name),
         "verdict": word,
         "reason": reason,

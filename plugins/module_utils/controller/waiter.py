@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ..store.commits import watch_listings, watch_node
 from ..store.reads import read_snapshot
 from .report import TERMINAL_STATES, rollout_report
 
@@ -41,13 +42,9 @@ def progress_events(previous, report, elapsed):
 
 def _arm_watches(client, layout, report, wake):
     """Arm one-shot watches on every node whose change can move the rollout."""
-    client.exists(layout.rollout, watch=wake)
-    if client.exists(layout.deploy, watch=wake) is not None:
-        client.get_children(layout.deploy, watch=wake)
-    for service in report["services_in_order"]:
-        for path in (layout.current_service(service), layout.slots(service), layout.failures(service)):
-            if client.exists(path, watch=wake) is not None:
-                client.get_children(path, watch=wake)
+    watch_node(client, layout.rollout, wake)
+    watch_listings(client, [layout.deploy] + [path for service in report["services_in_order"]
+                                              for path in (layout.current_service(service), layout.slots(service), layout.failures(service))], wake)
 
 
 def wait_for_rollout(client, layout, timeout, tick=30.0, clock=time.monotonic):

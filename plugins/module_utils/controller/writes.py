@@ -17,13 +17,9 @@ from dataclasses import dataclass, field
 
 from ..core.model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
 from ..core.plan import PlanError, check_service, deploy_order, plan_release
+from ..store.commits import commit, missing_containers
 from ..store.reads import read_snapshot
 from .report import rollout_report
-
-try:
-    from kazoo.exceptions import RolledBackError
-except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
-    RolledBackError = LookupError
 
 CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot")
 
@@ -65,33 +61,17 @@ class Change(object):
         return {"before": self.before, "after": self.after}
 
 
-def missing_containers(client, layout):
-    """Persistent parents of the tree that do not exist yet, top-down."""
-    return [path for path in layout.containers() if client.exists(path) is None]
-
-
 def apply(client, change, acl=None):
     """Commit ``change`` as one transaction; raise WriteRefused naming the node that changed."""
     if not change.ops:
-        return []
-    transaction = client.transaction()
-    for op in change.ops:
-        if op.kind == "create":
-            transaction.create(op.path, op.data, acl=acl, sequence=op.sequence)
-        elif op.kind == "delete":
-            transaction.delete(op.path, version=op.version)
-        elif op.kind == "set":
-            transaction.set_data(op.path, op.data, version=op.version)
-        else:
-            transaction.check(op.path, op.version)
-    results = transaction.commit()
-    for op, outcome in zip(change.ops, results):
-        if isinstance(outcome, Exception) and not isinstance(outcome, RolledBackError):
-            raise WriteRefused(
-                "nothing was written: %s %s failed with %s (another writer or an agent changed the tree "
-                "meanwhile); run the task again" % (op.kind, op.path, outcome.__class__.__name__)
-            )
-    return results
+        return
+    failed = commit(client, change.ops, acl)
+    if failed is not None:
+        op, outcome = failed
+        raise WriteRefused(
+            "nothing was written: %s %s failed with %s (another writer or an agent changed the tree "
+            "meanwhile); run the task again" % (op.kind, op.path, outcome.__class__.__name__)
+        )
 
 
 def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempts=3):

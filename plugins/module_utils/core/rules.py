@@ -158,3 +158,10 @@ def halting_failures(snapshot, name):
     """The failure records that halt ``name`` (none without a release)."""
     state = snapshot.service(name)
     return state.failures if state.release is not None and state.failures else {}
+
+
+def failure_facts(failure):
+    """``(version, stage, reason)`` of a failure record; a malformed one (None) still halts, and says so."""
+    if failure is None:
+        return "an unknown version", "an unknown stage", "the failure record is malformed (see problems); rewrite or delete it, then retry"
+    return failure.version, failure.stage, failure.reason

@@ -11,6 +11,8 @@ sentence must tell a person reading the log.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.decide import (
@@ -461,3 +463,26 @@ def test_limits_for_a_service_without_a_release_come_from_the_caller_alone():
     assert strictest_limits(snapshot, "app", "40%", None) == (2, 1)
     with pytest.raises(ValueError):
         strictest_limits(snapshot, "app")
+
+
+# Safety-relevant nodes whose payload does not parse are read conservatively.
+def _with(snapshot, **fields):
+    state = dataclasses.replace(snapshot.service("app"), **fields)
+    return dataclasses.replace(snapshot, services=dict(snapshot.services, app=state))
+
+
+def test_a_malformed_failure_record_of_another_host_halts_the_service():
+    snapshot = _with(tree(service(current=FIVE, ready=FIVE_READY, quorum=1)), failures={"h3": None})
+    assert_decision(decided(snapshot), WAIT, "halted by the failure on h3")
+
+
+def test_a_malformed_failure_record_of_this_host_halts_it_and_says_the_record_is_malformed():
+    snapshot = _with(tree(service(current=FIVE, ready=FIVE_READY, quorum=1)), failures={"h1": None})
+    assert_decision(decided(snapshot), WAIT, "halted here", "failure record is malformed")
+
+
+def test_a_malformed_slot_counts_as_held_and_is_not_released_by_the_agent():
+    snapshot = _with(tree(service(current=FIVE, ready=FIVE_READY, quorum=1)), slots={"h1": None})
+    assert_decision(decided(snapshot), WAIT, "malformed slot")
+    other = _with(tree(service(current=FIVE, ready="h2 h1", quorum=1)), slots={"h3": None})
+    assert_decision(decided(other, host="h2"), WAIT, "budget 0", "1 slots held")

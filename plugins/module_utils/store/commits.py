@@ -1,0 +1,59 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Version-checked transactions of planned writes, and the watches controllers wait on.
+
+A controller plans its writes as a list of operations (``controller.writes.Op``: ``kind``
+create/delete/set/check, ``path``, ``data``, ``version``, ``sequence``) against the snapshot it
+read; ``commit`` sends them as one ZooKeeper transaction, so a seeding is written whole or not at
+all, and every delete and set is checked against the version that was read.
+"""
+
+from __future__ import annotations
+
+try:
+    from kazoo.exceptions import NoNodeError, RolledBackError
+except ImportError:  # client.require_kazoo() reports the missing library where it matters
+
+    class NoNodeError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class RolledBackError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+
+def missing_containers(client, layout):
+    """Persistent parents of the tree that do not exist yet, top-down (one pipelined round trip)."""
+    pending = [(path, client.exists_async(path)) for path in layout.containers()]
+    return [path for path, result in pending if result.get() is None]
+
+
+def commit(client, ops, acl=None):
+    """Commit ``ops`` as one transaction; returns None, or ``(op, error)`` of the operation that failed."""
+    transaction = client.transaction()
+    for op in ops:
+        if op.kind == "create":
+            transaction.create(op.path, op.data, acl=acl, sequence=op.sequence)
+        elif op.kind == "delete":
+            transaction.delete(op.path, version=op.version)
+        elif op.kind == "set":
+            transaction.set_data(op.path, op.data, version=op.version)
+        else:
+            transaction.check(op.path, op.version)
+    for op, outcome in zip(ops, transaction.commit()):
+        if isinstance(outcome, Exception) and not isinstance(outcome, RolledBackError):
+            return op, outcome
+    return None
+
+
+def watch_listings(client, paths, wake):
+    """Arm one-shot watches on the child lists of ``paths`` (and on the creation of those missing)."""
+    for path in paths:
+        try:
+            client.get_children(path, watch=wake)
+        except NoNodeError:
+            client.exists(path, watch=wake)
+
+
+def watch_node(client, path, wake):
+    """Arm a one-shot watch on ``path``'s data, or on its creation."""
+    client.exists(path, watch=wake)
