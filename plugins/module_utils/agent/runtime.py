@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import threading
 import time
 
@@ -201,7 +202,8 @@ class Agent(object):
             self._roster_written = False
             self.view.session_lost()
         if time.monotonic() >= self._next_tick:
-            self._next_tick = time.monotonic() + self.config.safety_tick
+            # Jittered, so a fleet restarted at once does not tick in step.
+            self._next_tick = time.monotonic() + self.config.safety_tick * random.uniform(0.8, 1.2)
             self.view.tick()
         try:
             self._ensure_roster()
