@@ -76,18 +76,10 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import La
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, strictest_limits
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError, connect, disconnect
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ZK_ERRORS, ConnectionOptions, ZkConnectionError, connect, disconnect
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import watch_listings
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot, release_slot, take_slot
-
-try:
-    from kazoo.exceptions import KazooException
-    from kazoo.handlers.threading import KazooTimeoutError
-
-    ZK_ERRORS = (KazooException, KazooTimeoutError)
-except ImportError:  # zkclient.connect() reports the missing library when the play starts
-    ZK_ERRORS = ()
 
 display = Display()
 

@@ -25,7 +25,7 @@ import time
 from ..core.layout import Layout, check_name, split_sequential
 from ..core.model import Failure, Slot
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
-from ..store.client import RequestCounter, build_client
+from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
 from ..store.slots import complete_service, release_leftover_locks, release_slot, take_slot
 from ..store.views import GLOBAL, AgentView, own_registrations
 from . import decide as actions
@@ -35,24 +35,6 @@ from .drivers import DriverError, make_driver
 from .health import HealthTracker
 from .localstate import LocalState
 from .wakeups import plan as watch_plan
-
-try:
-    from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
-    from kazoo.handlers.threading import KazooTimeoutError
-except ImportError:  # zkclient.require_kazoo() reports the missing library where it matters
-
-    class KazooException(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class NodeExistsError(KazooException):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class NoNodeError(KazooException):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class KazooTimeoutError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
 
 AGENT_VERSION = "zkrollout-agent/0.1.0"
 # A host whose instance is down decides what to start on a view at most this old (seconds).

@@ -20,7 +20,7 @@ from ..core.layout import DEFAULT_ROOT, check_root
 
 try:
     from kazoo.client import KazooClient
-    from kazoo.exceptions import KazooException
+    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
     from kazoo.handlers.threading import KazooTimeoutError
     from kazoo.retry import KazooRetry
     from kazoo.security import make_acl, make_digest_acl
@@ -28,6 +28,31 @@ try:
     KAZOO_IMPORT_ERROR = None
 except ImportError as exc:  # reported by require_kazoo() where a client is actually needed
     KAZOO_IMPORT_ERROR = exc
+
+    # Stand-ins, so the store and the agent import (and ``except`` clauses work) without kazoo.
+    class KazooException(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class BadVersionError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class LockTimeout(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NodeExistsError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NoNodeError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class RolledBackError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class KazooTimeoutError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+# What callers outside the store catch; the store is the only code that imports kazoo.
+ZK_ERRORS = (KazooException, KazooTimeoutError)
 
 DEFAULT_HOSTS = "127.0.0.1:2181"
 ACL_PERMISSIONS = {"r": "read", "w": "write", "c": "create", "d": "delete", "a": "admin"}

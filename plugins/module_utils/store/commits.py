@@ -10,15 +10,7 @@ all, and every delete and set is checked against the version that was read.
 
 from __future__ import annotations
 
-try:
-    from kazoo.exceptions import NoNodeError, RolledBackError
-except ImportError:  # client.require_kazoo() reports the missing library where it matters
-
-    class NoNodeError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class RolledBackError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
+from .client import NoNodeError, RolledBackError
 
 
 def missing_containers(client, layout):

@@ -19,11 +19,7 @@ from __future__ import annotations
 from ..core.layout import LayoutError, check_name, split_registration, split_sequential
 from ..core.model import DeployEntry, Failure, PayloadError, ReleaseEntry, RolloutState, Slot
 from ..core.snapshot import QueueMember, ServiceState, Snapshot
-
-try:
-    from kazoo.exceptions import NoNodeError
-except ImportError:  # client.require_kazoo() reports the missing library where it matters
-    NoNodeError = LookupError
+from .client import NoNodeError
 
 
 class Reader(object):

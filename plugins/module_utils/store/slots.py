@@ -30,34 +30,8 @@ import time
 import weakref
 
 from ..core.model import PayloadError, RolloutState, Slot
+from .client import BadVersionError, KazooException, KazooTimeoutError, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
 from .reads import read_snapshot
-
-try:
-    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
-    from kazoo.handlers.threading import KazooTimeoutError
-except ImportError:  # client.require_kazoo() reports the missing library where it matters
-
-    class KazooException(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class KazooTimeoutError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class BadVersionError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class LockTimeout(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class NodeExistsError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class NoNodeError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
-    class RolledBackError(Exception):
-        """Stands in for kazoo's class so this module imports without kazoo."""
-
 
 LOCK_TIMEOUT = 5.0
 

@@ -21,12 +21,8 @@ import time
 
 from ..core.layout import split_registration
 from ..core.snapshot import Snapshot
+from .client import NoNodeError
 from .reads import Reader, read_global, read_services
-
-try:
-    from kazoo.exceptions import NoNodeError
-except ImportError:  # client.require_kazoo() reports the missing library where it matters
-    NoNodeError = LookupError
 
 GLOBAL = ""  # the key of the rollout node and the deploy queue
 
