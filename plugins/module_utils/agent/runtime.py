@@ -311,10 +311,13 @@ class Agent(object):
             except NoNodeError:
                 pass
 
-    def release_slot(self, name):
-        """Delete this host's upgrade slot of ``name``, if any."""
+    def release_slot(self, name, leave_ready=False):
+        """Delete this host's upgrade slot of ``name``, if any; with ``leave_ready``, its ready-queue members too, at once."""
+        leaving = [self.layout.ready_member(name, node) for node in self._ready_members(name)] if leave_ready else []
         # Only a slot this host's agent took: a controller's (push mode) is not ours to free.
-        release_slot(self.client, self.layout, name, self.host, owner=(agent_owner(self.host), LEGACY_AGENT_OWNER))
+        if not release_slot(self.client, self.layout, name, self.host, owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), leaving=leaving):
+            for path in leaving:
+                self._delete_quietly(path)
 
     def record_failure(self, name, version, stage, reason, rolled_back_to=None):
         """Write ``failed/<host>`` for the service (create or replace)."""
@@ -424,12 +427,13 @@ class Agent(object):
                     return
                 else:
                     self.register(name, progress.target)
-                    self.leave_ready(name)
                     progress = self.state.update(name, step="registered")
             if progress.step == "registered":
                 if not self.connected:
                     return
-                self.release_slot(name)
+                # Registered first: the slot is freed (with the ready-queue place) only once the
+                # new instance counts as healthy again.
+                self.release_slot(name, leave_ready=True)
                 self.state.update(name, phase="idle", step="", since=time.time())
                 self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
                 return

@@ -187,7 +187,7 @@ def read_snapshot(client, layout, services=None):
     queue); without, every service named anywhere in the tree, and the deploy entries' payloads.
     """
     reader = Reader(client)
-    if client.exists(layout.root) is None:
+    if services is None and client.exists(layout.root) is None:
         return Snapshot(exists=False)
     rollout, rollout_version, deploy_queue = read_global(reader, layout)
     deploy_entries = {}

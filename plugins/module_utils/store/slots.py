@@ -162,12 +162,14 @@ def _refusal(layout, service, host, error):
     return "waiting: taking the slot of %s failed (%s)" % (service, error.__class__.__name__)
 
 
-def release_slot(client, layout, service, host, owner=None):
+def release_slot(client, layout, service, host, owner=None, leaving=()):
     """Delete the slot of ``host``; with ``owner`` (a string or a tuple of them), only if it still holds it.
 
     The delete is checked against the version that was read, so a slot that changed hands
     meanwhile stays. A slot whose payload is malformed is released only without ``owner``
-    (an operator's ``force``). Returns True if a slot was deleted.
+    (an operator's ``force``). ``leaving`` are nodes of ours deleted in the same transaction (the
+    ready-queue members of a host whose turn ends), so the next host in line is woken once and
+    finds the slot free. Returns True if a slot was deleted.
     """
     path = layout.slot(service, host)
     try:
@@ -180,11 +182,17 @@ def release_slot(client, layout, service, host, owner=None):
                 return False
         except PayloadError:
             return False
-    try:
-        client.delete(path, version=stat.version)
-    except NoNodeError:
-        return False
-    return True
+    transaction = client.transaction()
+    for node in leaving:
+        transaction.delete(node)
+    transaction.delete(path, version=stat.version)
+    results = transaction.commit()
+    if not any(isinstance(result, Exception) for result in results):
+        return True
+    if leaving and not isinstance(results[-1], (NoNodeError, BadVersionError)):
+        # One of ours was already gone (its session ended): release the slot alone.
+        return release_slot(client, layout, service, host, owner)
+    return False
 
 
 def adopt_slot(client, layout, service, host, owner, session, deadline, to_version=None):
