@@ -138,6 +138,15 @@ class AgentFleet(object):
                     continue
         return found
 
+    def kill_service(self, host, service):
+        """SIGKILL the demo service ``service`` of ``host`` (a crash of that instance only)."""
+        pid = self.local_state(host).get(service).pid
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def kill_services(self, host):
         """SIGKILL the demo services of ``host`` (a machine going down with its processes)."""
         for pid in set(self.service_pids(host)) | set(self.processes_running_from(host)):

@@ -56,6 +56,12 @@ class Agent(object):
         self.decisions = {}
         self.counters = {}
         self._seen_version = {}
+        # Per service: the last health verdict (running version, healthy) of its worker, whether
+        # we believe it registered, and a lock the switch holds so the worker never probes mid-switch.
+        self._verdicts = {}
+        self._registered = {}
+        self._local_locks = {name: threading.RLock() for name in config.services}
+        self._workers = {}
         # A started client handed in by the caller (tests, benchmarks) is used as is and never closed.
         self.client = client
         self._own_client = client is None
@@ -115,6 +121,10 @@ class Agent(object):
         to the last version it ran.
         """
         self.connect()
+        if not once:
+            for name in self.config.service_names:
+                self._workers[name] = threading.Thread(target=self._health_worker, args=(name,), name="health-%s" % name, daemon=True)
+                self._workers[name].start()
         deadline = time.monotonic() + self.config.zookeeper.timeout
         while not self.connected and time.monotonic() < deadline and not self.stopping.is_set():
             time.sleep(0.05)
@@ -134,20 +144,60 @@ class Agent(object):
             self.close()
 
     def local_view(self, name):
-        """Probe the instance of ``name`` and build its LocalView."""
+        """The LocalView of ``name``: its worker's last health verdict (probed here when no worker runs)."""
         config = self.config.services[name]
         progress = self.state.get(name)
         if progress.version is None and config.initial_version:
             progress = self.state.update(name, version=config.initial_version)
-        running = self.drivers[name].running_version(progress)
-        if running != self._seen_version.get(name):
-            # Another version (or none) runs now: its health starts from scratch, so a new version
-            # is registered only after it passed its own `rise` checks.
-            self.health[name].reset()
-            self._seen_version[name] = running
-        healthy = self.health[name].update(running)
+        worker = self._workers.get(name)
+        if worker is None or not worker.is_alive() or name not in self._verdicts:
+            self.probe(name)
+        running, healthy = self._verdicts.get(name, (self.drivers[name].running_version(progress), False))
         return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
                          managed=config.driver != "external")
+
+    # Health: one worker per service, apart from the decision loop.
+    def _health_worker(self, name):
+        """Probe ``name`` every health interval until the agent stops, whatever the loop is doing."""
+        interval = self.config.services[name].health.interval
+        while not self.stopping.is_set():
+            try:
+                self.probe(name)
+            except Exception:  # pylint: disable=broad-except
+                self.log.exception("service %s: the health probe failed; probing again in %gs", name, interval)
+            self.stopping.wait(interval)
+
+    def probe(self, name):
+        """One health probe of ``name``; a failing instance that we registered is deregistered at once.
+
+        A blocked decision loop (another service's long health wait, a download) must never leave
+        a dead instance registered: deregistration happens here, within ``fall * interval``. While
+        a switch of ``name`` runs, the switch checks health itself and this probe is skipped.
+        """
+        lock = self._local_locks[name]
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            progress = self.state.get(name)
+            if progress.in_switch:
+                return
+            running = self.drivers[name].running_version(progress)
+            if running != self._seen_version.get(name):
+                # Another version (or none) runs now: its health starts from scratch, so a new
+                # version is registered only after it passed its own `rise` checks.
+                self.health[name].reset()
+                self._seen_version[name] = running
+            healthy = self.health[name].update(running)
+            changed = self._verdicts.get(name) != (running, healthy)
+            self._verdicts[name] = (running, healthy)
+            failing = self._registered.get(name) and (running is None or not healthy)
+            if failing and self.connected:
+                self.deregister(name)
+                self.log.info("service %s: %s: deregistered at once", name, "not running" if running is None else "health check failing")
+        finally:
+            lock.release()
+        if changed:
+            self.woken.set()
 
     def iteration(self):
         """Refresh the view if something changed, then decide and perform one step per service."""
@@ -270,6 +320,10 @@ class Agent(object):
         A node of that name left by an older session of ours is replaced, never trusted: it goes
         when that session expires. Registrations of another version are removed first.
         """
+        with self._local_locks[name]:
+            self._register(name, version)
+
+    def _register(self, name, version):
         path = self.layout.registration(name, self.host, version)
         wanted = path.rsplit("/", 1)[1]
         existing = self._own_registrations(name)
@@ -279,16 +333,20 @@ class Agent(object):
         if wanted in existing:
             stat = self.client.exists(path)
             if stat is not None and stat.ephemeralOwner == self.client.client_id[0]:
+                self._registered[name] = True
                 return
             if stat is not None:
                 self._delete_quietly(path, stat.version)
         self.client.ensure_path(self.layout.current_service(name))
         self.client.create(path, b"", ephemeral=True)
+        self._registered[name] = True
 
     def deregister(self, name):
         """Remove our registrations of ``name``, if any."""
-        for node in self._own_registrations(name):
-            self._delete_quietly(self.layout.current_service(name) + "/" + node)
+        with self._local_locks[name]:
+            for node in self._own_registrations(name):
+                self._delete_quietly(self.layout.current_service(name) + "/" + node)
+            self._registered[name] = False
 
     def _delete_quietly(self, path, version=-1):
         try:
@@ -359,11 +417,16 @@ class Agent(object):
             self._complete(name)
 
     def _start(self, name, version):
+        with self._local_locks[name]:
+            self._start_locked(name, version)
+
+    def _start_locked(self, name, version):
         pid = self.drivers[name].start(version)
         # The agent checks the health of what it starts itself (rise passes), so the version
         # counts as seen: the next iteration must not throw that verdict away.
         self.health[name].reset()
         self._seen_version[name] = version
+        self._verdicts[name] = (version, False)
         self.state.update(name, version=version, pid=pid, since=time.time())
 
     def _prepare(self, name, version, snapshot):
@@ -388,12 +451,17 @@ class Agent(object):
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             return
-        self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
-                          since=time.time(), reason="")
-        self.resume(name)
+        with self._local_locks[name]:
+            self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
+                              since=time.time(), reason="")
+            self._resume(name)
 
     def resume(self, name):
-        """Drive an unfinished switch or rollback forward from its persisted step."""
+        """Drive an unfinished switch or rollback forward from its persisted step (the health worker waits)."""
+        with self._local_locks[name]:
+            self._resume(name)
+
+    def _resume(self, name):
         progress = self.state.get(name)
         driver, health = self.drivers[name], self.health[name]
 
@@ -417,6 +485,7 @@ class Agent(object):
                 progress = self.state.update(name, step="started")
             if progress.step == "started":
                 healthy, why = health.wait_healthy(progress.target, alive, self.stopping)
+                self._verdicts[name] = (progress.target, healthy)
                 if not healthy and self.stopping.is_set():
                     # Interrupted, not failed: the step stays "started", so the next run checks again.
                     return
@@ -452,6 +521,7 @@ class Agent(object):
             progress = self.state.update(name, step="started_previous")
         if progress.step == "started_previous":
             healthy = progress.previous is not None and health.wait_healthy(progress.previous, alive, self.stopping)[0]
+            self._verdicts[name] = (progress.previous, healthy)
             if not self.connected or (not healthy and self.stopping.is_set()):
                 return
             if healthy:
