@@ -62,10 +62,10 @@ CLASSPATH_JARS = (
     "servlet-api.jar",
     "slf4j-simple.jar",
 )
-# Small and quick to start: two cores are shared by every member, the tests and the agents.
+# Small and quick to start: two cores are shared by every member, the tests and the agents. The
+# heap (-Xmx, ``heap_mb``) is added per bed: 128 MiB for tests, more for the scale benchmark.
 JVM_OPTIONS = (
     "-Xms16m",
-    "-Xmx128m",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
     # No /tmp/hsperfdata_<user>/<pid> file, which a killed JVM would leave behind.
@@ -274,7 +274,7 @@ class Member(object):
         self._log = open(self.log_path, "ab")
         self.stopped_on_purpose = False
         self.process = subprocess.Popen(
-            guard + [java] + list(JVM_OPTIONS) + ["-cp", classpath, MAIN_CLASS, self.config_path],
+            guard + [java] + list(JVM_OPTIONS) + ["-Xmx%dm" % self.bed.heap_mb, "-cp", classpath, MAIN_CLASS, self.config_path],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -405,12 +405,13 @@ class ZooKeeper(object):
     ``client_address`` is where clients connect (default 127.0.0.1; a test fleet's bridge address).
     """
 
-    def __init__(self, size=1, tls=False, client_auth="none", directory=None, client_address=LOOPBACK):
+    def __init__(self, size=1, tls=False, client_auth="none", directory=None, client_address=LOOPBACK, heap_mb=128):
         if size < 1:
             raise BedError("an ensemble needs at least one member, not %d" % size)
         if client_auth not in CLIENT_AUTH_MODES:
             raise BedError("client_auth must be one of %s, not %r" % (", ".join(CLIENT_AUTH_MODES), client_auth))
         self.size = size
+        self.heap_mb = heap_mb
         # Test hosts in network namespaces reach the server on their bridge's address.
         self.client_address = client_address
         self.use_tls = tls
