@@ -333,20 +333,22 @@ class Agent(object):
         if wanted in existing:
             stat = self.client.exists(path)
             if stat is not None and stat.ephemeralOwner == self.client.client_id[0]:
-                self._registered[name] = True
+                self._registered[name] = path
                 return
             if stat is not None:
                 self._delete_quietly(path, stat.version)
         self.client.ensure_path(self.layout.current_service(name))
         self.client.create(path, b"", ephemeral=True)
-        self._registered[name] = True
+        self._registered[name] = path
 
     def deregister(self, name):
         """Remove our registrations of ``name``, if any."""
         with self._local_locks[name]:
-            for node in self._own_registrations(name):
-                self._delete_quietly(self.layout.current_service(name) + "/" + node)
-            self._registered[name] = False
+            known = self._registered.get(name)
+            # The node this session registered is known; only without one is the listing read.
+            for path in [known] if known else [self.layout.current_service(name) + "/" + node for node in self._own_registrations(name)]:
+                self._delete_quietly(path)
+            self._registered[name] = None
 
     def _delete_quietly(self, path, version=-1):
         try:
@@ -454,14 +456,15 @@ class Agent(object):
         with self._local_locks[name]:
             self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                               since=time.time(), reason="")
-            self._resume(name)
+            # The fenced transaction that created the slot has just succeeded on this session.
+            self._resume(name, slot_confirmed=True)
 
     def resume(self, name):
         """Drive an unfinished switch or rollback forward from its persisted step (the health worker waits)."""
         with self._local_locks[name]:
             self._resume(name)
 
-    def _resume(self, name):
+    def _resume(self, name, slot_confirmed=False):
         progress = self.state.get(name)
         driver, health = self.drivers[name], self.health[name]
 
@@ -473,7 +476,7 @@ class Agent(object):
                 # Only stopping can break the quorum: stop only while CONNECTED and still holding the slot.
                 if not self.connected:
                     return
-                if self.client.exists(self.layout.slot(name, self.host)) is None:
+                if not slot_confirmed and self.client.exists(self.layout.slot(name, self.host)) is None:
                     self.log.warning("service %s: the upgrade slot disappeared before the stop; switch abandoned", name)
                     self.state.update(name, phase="idle", step="")
                     return

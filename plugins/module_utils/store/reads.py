@@ -22,6 +22,18 @@ from ..core.snapshot import QueueMember, ServiceState, Snapshot
 from .client import NoNodeError
 
 
+class _Batch(object):
+    """Requests already sent; ``result()`` waits for their answers (sending first lets batches share a round trip)."""
+
+    def __init__(self, collect, pending):
+        self._collect = collect
+        self._pending = pending
+
+    def result(self):
+        """The answers, as the reader's matching method returns them."""
+        return self._collect(self._pending)
+
+
 class Reader(object):
     """Pipelined reads that collect problems (``(path, sentence)``) instead of raising.
 
@@ -46,12 +58,15 @@ class Reader(object):
         if self.watcher is not None:
             self.watcher.missed(kind, path)
 
-    def children(self, paths):
-        """``{path: sorted children}``; a missing node maps to None."""
+    def send_children(self, paths):
+        """Send the child listings of ``paths`` now; ``.result()`` of the returned batch waits for them."""
         pending = []
         for path in paths:
             watch = self._watch("children", path)
             pending.append((path, watch, self.client.get_children_async(path, watch=watch)))
+        return _Batch(self._children_results, pending)
+
+    def _children_results(self, pending):
         result = {}
         for path, watch, async_result in pending:
             try:
@@ -63,15 +78,19 @@ class Reader(object):
         self.listings.update(result)
         return result
 
-    def payloads(self, paths, payload_cls, empty_ok=False):
-        """``{path: (payload, znode version)}`` for the nodes that exist.
+    def children(self, paths):
+        """``{path: sorted children}``; a missing node maps to None."""
+        return self.send_children(paths).result()
 
-        A node whose data does not parse maps to ``(None, version)`` and adds a problem.
-        """
+    def send_payloads(self, paths, payload_cls, empty_ok=False):
+        """Send the data reads of ``paths`` now; ``.result()`` of the returned batch waits for them (see ``payloads``)."""
         pending = []
         for path in paths:
             watch = self._watch("exists", path)
             pending.append((path, watch, self.client.get_async(path, watch=watch)))
+        return _Batch(lambda batch: self._payload_results(batch, payload_cls, empty_ok), pending)
+
+    def _payload_results(self, pending, payload_cls, empty_ok):
         result = {}
         for path, watch, async_result in pending:
             try:
@@ -89,6 +108,13 @@ class Reader(object):
                 self.problems.append((path, str(exc)))
                 result[path] = (None, stat.version)
         return result
+
+    def payloads(self, paths, payload_cls, empty_ok=False):
+        """``{path: (payload, znode version)}`` for the nodes that exist.
+
+        A node whose data does not parse maps to ``(None, version)`` and adds a problem.
+        """
+        return self.send_payloads(paths, payload_cls, empty_ok).result()
 
     def valid_names(self, parent, names, kind):
         """Keep children that are valid host or service names; report the others."""
@@ -138,28 +164,31 @@ def _about(layout, service, path):
     return any(path == parent or path.startswith(parent + "/") for parent in parents)
 
 
-def read_global(reader, layout):
-    """``(rollout, rollout_version, deploy_queue)``: the part of the tree every decision needs."""
-    rollout_read = reader.payloads([layout.rollout], RolloutState)
-    queue = reader.children([layout.deploy])[layout.deploy]
-    rollout, rollout_version = rollout_read.get(layout.rollout, (None, -1))
-    return rollout, rollout_version, reader.queue_members(layout.deploy, queue, "deploy queue")
+def read_parts(reader, layout, names, with_global=False):
+    """``(global part or None, {name: ServiceState})``: the services ``names`` and, ``with_global``, the rollout node and deploy queue.
 
-
-def read_services(reader, layout, names):
-    """``{name: ServiceState}`` for ``names``, in three pipelined round trips."""
-    listings = []
+    Every first-level request goes out before any answer is awaited, so the whole read takes
+    one round trip, plus one for the payloads of the slots and failure records there are.
+    """
+    listings = [layout.deploy] if with_global else []
     for name in names:
         listings += [layout.service_roster(name), layout.current_service(name)] + layout.release_children(name)
-    children = reader.children(listings)
+    sent_children = reader.send_children(listings)
     # An empty staging node holds only slots: a controller took them for a service not being rolled out.
-    releases = reader.payloads([layout.release(name) for name in names], ReleaseEntry, empty_ok=True)
+    sent_releases = reader.send_payloads([layout.release(name) for name in names], ReleaseEntry, empty_ok=True)
+    sent_rollout = reader.send_payloads([layout.rollout] if with_global else [], RolloutState)
+    children, releases, rollout_read = sent_children.result(), sent_releases.result(), sent_rollout.result()
+    global_part = None
+    if with_global:
+        rollout, rollout_version = rollout_read.get(layout.rollout, (None, -1))
+        global_part = (rollout, rollout_version, reader.queue_members(layout.deploy, children[layout.deploy], "deploy queue"))
     slot_paths, failure_paths = [], []
     for name in names:
         slot_paths += [layout.slot(name, h) for h in reader.valid_names(layout.slots(name), children[layout.slots(name)], "host")]
         failure_paths += [layout.failure(name, h) for h in reader.valid_names(layout.failures(name), children[layout.failures(name)], "host")]
-    slots = reader.payloads(slot_paths, Slot)
-    failures = reader.payloads(failure_paths, Failure)
+    sent_slots = reader.send_payloads(slot_paths, Slot)
+    sent_failures = reader.send_payloads(failure_paths, Failure)
+    slots, failures = sent_slots.result(), sent_failures.result()
     services = {}
     for name in names:
         release, release_version = releases.get(layout.release(name), (None, -1))
@@ -177,7 +206,7 @@ def read_services(reader, layout, names):
             failures={_leaf(path): payload for path, (payload, _version) in failures.items() if path.startswith(layout.failures(name) + "/")},
             problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
         )
-    return services
+    return global_part, services
 
 
 def read_snapshot(client, layout, services=None):
@@ -187,16 +216,17 @@ def read_snapshot(client, layout, services=None):
     queue); without, every service named anywhere in the tree, and the deploy entries' payloads.
     """
     reader = Reader(client)
-    if services is None and client.exists(layout.root) is None:
+    whole = services is None
+    if whole and client.exists(layout.root) is None:
         return Snapshot(exists=False)
-    rollout, rollout_version, deploy_queue = read_global(reader, layout)
-    deploy_entries = {}
-    if services is None:
+    if whole:
         top = reader.children([layout.roster, layout.current, layout.staging])
         services = sorted(set().union(*(reader.valid_names(parent, top[parent], "service") for parent in top)))
+    (rollout, rollout_version, deploy_queue), states = read_parts(reader, layout, list(services), with_global=True)
+    deploy_entries = {}
+    if whole:
         payloads = reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry)
         deploy_entries = {_leaf(path): payload for path, (payload, _version) in payloads.items() if payload is not None}
-    states = read_services(reader, layout, list(services))
     return Snapshot(
         rollout=rollout,
         rollout_version=rollout_version,

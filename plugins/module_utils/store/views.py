@@ -22,7 +22,7 @@ import time
 from ..core.layout import split_registration
 from ..core.snapshot import Snapshot
 from .client import NoNodeError
-from .reads import Reader, read_global, read_services
+from .reads import Reader, read_parts
 
 GLOBAL = ""  # the key of the rollout node and the deploy queue
 
@@ -130,11 +130,13 @@ class AgentView(object):
                  if name in dirty or name not in self._states]
         reader = Reader(self.client, self)
         try:
-            if GLOBAL in dirty:
-                self._global = read_global(reader, self.layout)
-                self._global_problems = tuple(message for _path, message in reader.problems)
-            if names:
-                self._states.update(read_services(reader, self.layout, names))
+            if GLOBAL in dirty or names:
+                global_part, states = read_parts(reader, self.layout, names, with_global=GLOBAL in dirty)
+                if global_part is not None:
+                    self._global = global_part
+                    self._global_problems = tuple(message for path, message in reader.problems
+                                                  if path in (self.layout.rollout, self.layout.deploy))
+                self._states.update(states)
                 self._read_at.update(dict.fromkeys(names, time.monotonic()))
         except Exception:
             # A read that failed may have left watches marked armed that the server never set.
