@@ -292,8 +292,8 @@ def measure(fleet, k, quorum, services, timeline):
             handoff_p50=percentile(all_handoffs, 0.5), handoff_p99=percentile(all_handoffs, 0.99),
             slot_handoff_p50=percentile(all_matched, 0.5), slot_handoff_p99=percentile(all_matched, 0.99),
             service_gaps=gaps,
-            dependency_order=["%s began going down %.0f ms before the last instance of %s was healthy on its target" % (pair.split("->")[1], -1000 * gap,
-                                                                                                                       pair.split("->")[0])
+            dependency_order=["%s began going down %.0f ms before the last instance of %s was healthy on its target"
+                              % (pair.split("->")[1], -1000 * gap, pair.split("->")[0])
                               for pair, gap in gaps.items() if gap < 0],
             breakdown={label: {"p50": percentile([part[i] for part in all_parts], 0.5), "max": max((part[i] for part in all_parts), default=None)}
                        for i, label in enumerate(("health rise", "register->release", "release->next take", "take->down"))},
@@ -426,8 +426,8 @@ def main(argv=None):
         fleet.install_agents(timeout=300.0)
         print("fleet of %d hosts (%s-h1.. on %s.0/24) built and agents installed in %.0fs" % (args.hosts, PREFIX, SUBNET, time.monotonic() - started),
               flush=True)
-        print("start-up delays (seed %d): %s (mean %.2fs)" % (args.seed, " ".join("%s=%.2f" % item for item in delays.items()),
-                                                               statistics.mean(delays.values())), flush=True)
+        shown = " ".join("%s=%.2f" % item for item in delays.items())
+        print("start-up delays (seed %d): %s (mean %.2fs)" % (args.seed, shown, statistics.mean(delays.values())), flush=True)
         for k in VARIANTS:
             try:
                 result = run_variant(fleet, k, args)

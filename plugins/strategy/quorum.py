@@ -263,7 +263,7 @@ class QuorumGate(object):
                 self._release_if_healthy(strategy, name, snapshot)
             self._admit_waiting(snapshot, by_name)
             self.zk_trouble = None
-        except ZK_ERRORS as exc:
+        except ZK_ERRORS as exc:  # pylint: disable=catching-non-exception
             # Nothing stops without a slot, so waiting out a ZooKeeper outage is safe.
             trouble = "ZooKeeper does not answer (%s): no host starts or releases its slot until it does" % exc.__class__.__name__
             if trouble != self.zk_trouble:

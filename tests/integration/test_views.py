@@ -174,4 +174,3 @@ def test_completion_is_decided_again_on_a_fresh_read_under_the_lock(client, layo
             assert "no longer complete" in said
     finally:
         fleet.close()
-

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from ..core.layout import DEFAULT_ROOT, check_root
 
+# The exception classes are re-exported: the rest of the collection catches them from here.
 try:
     from kazoo.client import KazooClient
-    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
+    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError  # pylint: disable=unused-import
     from kazoo.handlers.threading import KazooTimeoutError
     from kazoo.retry import KazooRetry
     from kazoo.security import make_acl, make_digest_acl

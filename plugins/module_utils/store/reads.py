@@ -194,7 +194,7 @@ def read_parts(reader, layout, names, with_global=False):
         release, release_version = releases.get(layout.release(name), (None, -1))
         if release is not None and children[layout.ready_queue(name)] is None:
             reader.problems.append((layout.release(name), "%s has no ready, upgrading or failed sub-tree: re-stage the service "
-                                                           "(staging module) to repair it" % layout.release(name)))
+                                    "(staging module) to repair it" % layout.release(name)))
         services[name] = ServiceState(
             name=name,
             release=release,
