@@ -126,38 +126,40 @@ def test_an_agent_view_reads_its_own_services_and_not_the_others(client, layout,
         fleet.close()
 
 
-def test_a_slot_decided_under_a_lock_that_was_lost_is_not_created(client, layout, zk):
+def _take_slot_while(client, layout, zk, meanwhile):
+    """Take h001's slot of A on a 4-host fleet, with ``meanwhile()`` run between the decision and the commit."""
     fleet, _hosts = _fleet_of(4, client, layout, zk)
     try:
-        def allow_then_lose_the_lock(_snapshot):
-            # What a session expiry does while the decider is frozen: its lock node goes.
-            for node in client.get_children(layout.lock("A")):
-                client.delete(layout.lock("A") + "/" + node)
+        def allow(_snapshot):
+            meanwhile()
             return True, "slot allowed"
 
         slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h001")
-        taken, reason, _snapshot = take_slot(client, layout, "A", "h001", slot, allow_then_lose_the_lock)
-        assert not taken
-        assert "lock of A was lost" in reason
-        assert client.exists(layout.slot("A", "h001")) is None
+        taken, reason, _snapshot = take_slot(client, layout, "A", "h001", slot, allow)
+        return taken, reason, client.exists(layout.slot("A", "h001"))
     finally:
         fleet.close()
+
+
+def test_a_slot_decided_under_a_lock_that_was_lost_is_not_created(client, layout, zk):
+    def lose_the_lock():
+        # What a session expiry does while the decider is frozen: its lock node goes.
+        for node in client.get_children(layout.lock("A")):
+            client.delete(layout.lock("A") + "/" + node)
+
+    taken, reason, slot = _take_slot_while(client, layout, zk, lose_the_lock)
+    assert (taken, slot) == (False, None)
+    assert "lock of A was lost" in reason
 
 
 def test_a_slot_decided_on_a_rollout_that_changed_meanwhile_is_not_created(client, layout, zk):
-    fleet, _hosts = _fleet_of(4, client, layout, zk)
-    try:
-        def allow_then_pause(_snapshot):
-            data, stat = client.get(layout.rollout)
-            client.set(layout.rollout, data.replace(b'"state":"running"', b'"state":"paused"'), version=stat.version)
-            return True, "slot allowed"
+    def pause():
+        data, stat = client.get(layout.rollout)
+        client.set(layout.rollout, data.replace(b'"state":"running"', b'"state":"paused"'), version=stat.version)
 
-        slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h001")
-        taken, reason, _snapshot = take_slot(client, layout, "A", "h001", slot, allow_then_pause)
-        assert (taken, client.exists(layout.slot("A", "h001"))) == (False, None)
-        assert "changed while deciding" in reason
-    finally:
-        fleet.close()
+    taken, reason, slot = _take_slot_while(client, layout, zk, pause)
+    assert (taken, slot) == (False, None)
+    assert "changed while deciding" in reason
 
 
 @pytest.mark.parametrize("complete_on_the_fresh_read", [True, False])
