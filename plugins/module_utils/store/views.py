@@ -35,7 +35,6 @@ class AgentView(object):
         self.layout = layout
         self.services = list(services)
         self.wake = wake
-        self.planned = {}
         self.notifications = 0
         self._lock = threading.Lock()
         self._armed = set()
@@ -136,7 +135,8 @@ class AgentView(object):
                     self._global = global_part
                     self._global_problems = tuple(message for path, message in reader.problems
                                                   if path in (self.layout.rollout, self.layout.deploy))
-                self._states.update(states)
+                with self._lock:
+                    self._states.update(states)
                 self._read_at.update(dict.fromkeys(names, time.monotonic()))
         except Exception:
             # A read that failed may have left watches marked armed that the server never set.
@@ -144,8 +144,9 @@ class AgentView(object):
             raise
         self._listings.update(reader.listings)
         self._existing = self._known_nodes()
-        for name in set(self._states) - set(self.services) - set(dependencies):
-            del self._states[name]
+        with self._lock:
+            for name in set(self._states) - set(self.services) - set(dependencies):
+                del self._states[name]
         return self.snapshot()
 
     def snapshot(self):
@@ -173,7 +174,6 @@ class AgentView(object):
         """Set the watches to keep: ``{(kind, path): keys to invalidate when it fires}``."""
         with self._lock:
             self._keys = dict(watches)
-        self.planned = watches
 
     def arm(self):
         """Arm every planned watch that no read carried; invalidate what changed since it was read.
