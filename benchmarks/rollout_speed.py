@@ -86,10 +86,11 @@ class PacedEnvironment(FleetEnvironment):
     one the agent downloaded and verified.
     """
 
-    def __init__(self, delays, health_interval, rise, **settings):
+    def __init__(self, delays, health_interval, rise, startup_interval=None, **settings):
         super().__init__(hosts=len(delays), **settings)
         self.delays = delays
         self.health_interval = health_interval
+        self.startup_interval = startup_interval or health_interval
         self.rise = rise
 
     def _config_template(self, host, name):
@@ -109,7 +110,7 @@ class PacedEnvironment(FleetEnvironment):
         deadline = max(10.0, 3 * self.delays[host.name] + 10)
         for name, entry in services.items():
             entry["command"] = entry["command"] + ["--config", self._config_template(host, name)]
-            entry["health"].update(interval=self.health_interval, rise=self.rise, deadline=deadline)
+            entry["health"].update(interval=self.health_interval, startup_interval=self.startup_interval, rise=self.rise, deadline=deadline)
         return services
 
 
@@ -403,6 +404,8 @@ def main(argv=None):
     parser.add_argument("--jitter", type=float, default=0.5, help="per-host start-up delay is uniform in startup * (1 -+ jitter) (default 0.5)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-host start-up delays (default 1)")
     parser.add_argument("--health-interval", type=float, default=0.2, help="the agents' health check interval, seconds (default 0.2, as in e2e)")
+    parser.add_argument("--startup-interval", type=float, default=None,
+                        help="the pace of the rise checks of a just-started instance, seconds (default: --health-interval)")
     parser.add_argument("--rise", type=int, default=2, help="the agents' consecutive passing health checks (default 2, as in e2e)")
     parser.add_argument("--monitor-interval", type=float, default=0.02, help="the monitor's pause between two samples of one instance (default 0.02)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one rollout may take until done (default 900)")
@@ -418,7 +421,7 @@ def main(argv=None):
     hosts = ["h%d" % i for i in range(1, args.hosts + 1)]
     delays = per_host_delays(hosts, args.startup, args.jitter, args.seed)
     started = time.monotonic()
-    environment = PacedEnvironment(delays, args.health_interval, args.rise, prefix=PREFIX, subnet=SUBNET)
+    environment = PacedEnvironment(delays, args.health_interval, args.rise, args.startup_interval, prefix=PREFIX, subnet=SUBNET)
     fleet = SpeedFleet(environment)
     results, failed = [], False
     try:
@@ -446,7 +449,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"hosts": args.hosts, "startup": args.startup, "jitter": args.jitter, "seed": args.seed, "delays": delays,
-                       "health_interval": args.health_interval, "rise": args.rise, "monitor_interval": args.monitor_interval,
+                       "health_interval": args.health_interval, "startup_interval": args.startup_interval or args.health_interval, "rise": args.rise, "monitor_interval": args.monitor_interval,
                        "targets": {"ratio": TARGET_RATIO, "handoff_p50": TARGET_P50, "handoff_p99": TARGET_P99}, "results": results},
                       out, indent=1)
     return 1 if failed else 0

@@ -30,11 +30,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class HealthCheck(object):
-    """How to tell that an instance is healthy: an HTTP URL or a command, with rise/fall counts."""
+    """How to tell that an instance is healthy: an HTTP URL or a command, with rise/fall counts.
+
+    ``interval`` paces the probes of a running instance; ``startup_interval`` those of an
+    instance the agent has just started (its ``rise`` checks during a switch or a rollback), so
+    a switch can see its new instance healthy quickly without probing every instance that often.
+    """
 
     http: str = None
     command: tuple = ()
     interval: float = 1.0
+    startup_interval: float = None
     timeout: float = 2.0
     rise: int = 2
     fall: int = 2
@@ -134,6 +140,7 @@ def _health(raw, where):
         http=http,
         command=_argv(raw["command"], where, "command") if "command" in raw else (),
         interval=_number(raw, "interval", 1.0, where),
+        startup_interval=_number(raw, "startup_interval", _number(raw, "interval", 1.0, where), where),
         timeout=_number(raw, "timeout", 2.0, where),
         rise=_count(raw, "rise", 2, where),
         fall=_count(raw, "fall", 2, where),

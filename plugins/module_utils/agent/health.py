@@ -69,7 +69,7 @@ class HealthTracker(object):
         return self.observe(self.probe(version))
 
     def wait_healthy(self, version, is_running, stop=None):
-        """Probe every ``interval`` until ``rise`` consecutive passes or the ``deadline``.
+        """Probe every ``startup_interval`` until ``rise`` consecutive passes or the ``deadline``.
 
         Returns ``(healthy, reason)``. Gives up early when the process dies or ``stop`` is set.
         """
@@ -82,5 +82,5 @@ class HealthTracker(object):
                 return True, "%d consecutive health checks passed" % self.check.rise
             if stop is not None and stop.is_set():
                 return False, "the agent is stopping"
-            time.sleep(self.check.interval)
+            time.sleep(self.check.startup_interval or self.check.interval)
         return False, "no %d consecutive passing health checks within %gs" % (self.check.rise, self.check.deadline)

@@ -26,7 +26,8 @@ from ..core.layout import Layout, check_name, split_sequential
 from ..core.model import Failure, Slot
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
 from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
-from ..store.slots import complete_service, release_leftover_locks, release_slot, take_slot
+from ..store.locks import release_leftover_locks
+from ..store.slots import complete_service, finish_turn, release_slot, take_slot
 from ..store.views import GLOBAL, AgentView, own_registrations
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
@@ -449,22 +450,27 @@ class Agent(object):
             again = decide(self.host, snapshot, view, self.connected)
             return (again.action, again.version) == (decision.action, decision.version), again.reason
 
-        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=[name] + self._dependencies())
+        # The registration this session made goes in the slot's own transaction: the instance is about to stop.
+        registered = self._registered.get(name)
+        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=[name] + self._dependencies(),
+                                           leaving=[registered] if registered else [])
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             return
         with self._local_locks[name]:
+            if registered:
+                self._registered[name] = None
             self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                               since=time.time(), reason="")
             # The fenced transaction that created the slot has just succeeded on this session.
-            self._resume(name, slot_confirmed=True)
+            self._resume(name, slot_confirmed=True, deregistered=bool(registered))
 
     def resume(self, name):
         """Drive an unfinished switch or rollback forward from its persisted step (the health worker waits)."""
         with self._local_locks[name]:
             self._resume(name)
 
-    def _resume(self, name, slot_confirmed=False):
+    def _resume(self, name, slot_confirmed=False, deregistered=False):
         progress = self.state.get(name)
         driver, health = self.drivers[name], self.health[name]
 
@@ -480,7 +486,8 @@ class Agent(object):
                     self.log.warning("service %s: the upgrade slot disappeared before the stop; switch abandoned", name)
                     self.state.update(name, phase="idle", step="")
                     return
-                self.deregister(name)
+                if not deregistered:
+                    self.deregister(name)
                 driver.stop(progress)
                 progress = self.state.update(name, step="stopped", pid=None)
             if progress.step == "stopped":
@@ -498,6 +505,14 @@ class Agent(object):
                 elif not self.connected:
                     return
                 else:
+                    registration = finish_turn(self.client, self.layout, name, self.host, progress.target,
+                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER))
+                    if registration is not None:
+                        # Registered, slot freed and ready queue left in one transaction.
+                        self._registered[name] = registration
+                        self.state.update(name, phase="idle", step="", since=time.time())
+                        self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
+                        return
                     self.register(name, progress.target)
                     progress = self.state.update(name, step="registered")
             if progress.step == "registered":

@@ -5,12 +5,12 @@
 A slot is the persistent node ``staging/<svc>/upgrading/<host>``. Agents and controllers (the
 ``zkrollout.dc.quorum`` strategy) take slots the same way, so they share one budget:
 
-1. take the service's lock (``locks/<svc>``, a kazoo Lock), bounded in time;
-2. read a fresh snapshot of the services the decision needs, while CONNECTED;
-3. ask ``allow(snapshot)`` (the agent's ``decide``, or ``plan.slot_verdict``) whether the host
-   may stop now;
-4. create the slot node in a transaction fenced by our lock node and the versions read, then
-   release the lock.
+1. take the service's lock (``locks/<svc>``, ``store.locks``), bounded in time, and read a
+   fresh snapshot of the services the decision needs, pipelined behind the lock's requests;
+2. ask ``allow(snapshot)`` (the agent's ``decide``, or ``plan.slot_verdict``), while
+   CONNECTED, whether the host may stop now;
+3. create the slot node in one transaction that deletes our lock node (fence and release) and
+   checks the versions read.
 
 Guarantees: two takers of the same service never decide on the same snapshot; a slot outlives
 the session that took it (a dead owner's instance stays counted as down) and carries its
@@ -27,60 +27,38 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-import weakref
 
+from ..core.layout import split_sequential
 from ..core.model import PayloadError, RolloutState, Slot
-from .client import BadVersionError, KazooException, KazooTimeoutError, LockTimeout, NodeExistsError, NoNodeError, RolledBackError
+from .client import BadVersionError, NoNodeError, RolledBackError
+from .locks import ServiceLock, release_leftover_locks
 from .reads import read_snapshot
+from .views import own_registrations
 
 LOCK_TIMEOUT = 5.0
 
 
-# Lock nodes whose release failed while the session lived on (a connection drop longer than the
-# retries): until they are deleted, nobody else can take a turn on that service.
-_UNRELEASED = weakref.WeakKeyDictionary()
-
-
-def release_leftover_locks(client):
-    """Delete the lock nodes of ``client``'s session whose release failed; returns how many are left.
-
-    Cheap when there are none (no request), so the agent calls it on every loop while connected.
-    """
-    paths = _UNRELEASED.get(client)
-    for path in sorted(paths or ()):
-        try:
-            client.delete(path)
-        except NoNodeError:
-            pass
-        except (KazooException, KazooTimeoutError):
-            continue
-        paths.discard(path)
-    return len(paths or ())
-
-
 @contextlib.contextmanager
-def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT):
-    """``with service_lock(...) as lock:`` the service's lock, or None if it stayed busy for ``timeout``.
+def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT, read=None):
+    """``with service_lock(...) as (lock, fresh):`` the service's lock (None if it stayed busy for ``timeout``).
 
-    The lock serialises every decision that takes a slot or completes the service. A release
-    that fails is never raised: the node is remembered and ``release_leftover_locks`` deletes it
-    as soon as the connection is back (the session, and so the node, may well have survived).
+    ``read()`` (optional) is the decision's read, sent right behind the lock's own requests; its
+    result comes back as ``fresh`` and is read again if we had to wait for the lock, so it is
+    always a read made while holding it. The lock serialises every decision that takes a slot
+    or completes the service. A release that fails is never raised: the node is remembered and
+    ``release_leftover_locks`` deletes it as soon as the connection is back.
     """
     release_leftover_locks(client)
-    lock = client.Lock(layout.lock(service), identifier=identifier)
+    lock = ServiceLock(client, layout.lock(service), identifier)
+    lock.send()
+    fresh = read() if read is not None else None
+    acquired = lock.acquire(timeout)
     try:
-        acquired = lock.acquire(timeout=timeout)
-    except LockTimeout:
-        acquired = False
-    try:
-        yield lock if acquired else None
+        if acquired and lock.waited and read is not None:
+            fresh = read()
+        yield (lock if acquired else None), fresh
     finally:
-        if acquired:
-            node = lock.path + "/" + lock.node
-            try:
-                lock.release()
-            except (KazooException, KazooTimeoutError):
-                _UNRELEASED.setdefault(client, set()).add(node)
+        lock.release()
 
 
 def complete_service(client, layout, service, identifier, still_complete):
@@ -90,15 +68,14 @@ def complete_service(client, layout, service, identifier, still_complete):
     completion checks the rollout node's version, so a pause or an abort that happened meanwhile
     wins. Returns a sentence saying what happened.
     """
-    with service_lock(client, layout, service, identifier) as lock:
+    with service_lock(client, layout, service, identifier, read=lambda: read_snapshot(client, layout, services=[service])) as (lock, snapshot):
         if lock is None:
             return "the lock of %s is busy: completion is decided again later" % service
-        snapshot = read_snapshot(client, layout, services=[service])
         if not still_complete(snapshot):
             return "%s is no longer complete on a fresh read: not removed from the deploy queue" % service
         members = [member for member in snapshot.deploy_queue if member.name == service]
         transaction = client.transaction()
-        transaction.check(lock.path + "/" + lock.node, -1)
+        transaction.check(lock.node_path, -1)
         for member in members:
             stat = client.exists(layout.deploy_entry(member.node))
             if stat is None:
@@ -115,51 +92,52 @@ def complete_service(client, layout, service, identifier, still_complete):
         return "%s complete: removed from the deploy queue" % service
 
 
-def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT):
+def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT, leaving=()):
     """Take the slot of ``host`` for ``service`` if ``allow(snapshot)`` says so on a fresh read.
 
     ``slot`` is the model.Slot payload to write; ``allow`` returns ``(allowed, reason)``;
-    ``services`` are the services the decision reads (default: ``service`` alone). Returns
-    ``(taken, reason, snapshot)``; never raises for a lost race or a busy lock.
+    ``services`` are the services the decision reads (default: ``service`` alone); ``leaving``
+    are nodes of ours deleted in the same transaction (the host's registration: its instance
+    is about to stop). Returns ``(taken, reason, snapshot)``; never raises for a lost race or a
+    busy lock.
 
-    The slot is created in one transaction with a check of our own lock node and of the
-    versions of the release entry and the rollout node the decision read. A create that kazoo
-    queued while the session was lost and replays on a new session therefore fails (the lock
-    node went with the old session), and so does one decided on a release or rollout state that
-    changed meanwhile: nothing is stopped on a decision that no longer holds.
+    The slot is created in one transaction that deletes our own lock node (the fence, and the
+    release of the lock) and checks the versions of the release entry and the rollout node the
+    decision read. A create that kazoo queued while the session was lost and replays on a new
+    session therefore fails (the lock node went with the old session), and so does one decided
+    on a release or rollout state that changed meanwhile: nothing is stopped on a decision that
+    no longer holds.
     """
-    with service_lock(client, layout, service, identifier or host, timeout) as lock:
+    names = services or [service]
+    with service_lock(client, layout, service, identifier or host, timeout, read=lambda: read_snapshot(client, layout, services=names)) as (lock, snapshot):
         if lock is None:
             return False, "waiting: the lock of %s is busy" % service, None
         if not client.connected:
             return False, "waiting: the ZooKeeper session is not connected", None
-        snapshot = read_snapshot(client, layout, services=services or [service])
         allowed, reason = allow(snapshot)
         if not allowed:
             return False, reason, snapshot
-        transaction = client.transaction()
-        transaction.check(lock.path + "/" + lock.node, -1)
+        transaction, what = client.transaction(), []
+        transaction.delete(lock.node_path)
+        what.append("the lock of %s was lost (session expired)" % service)
         if snapshot.service(service).release_version >= 0:
             transaction.check(layout.release(service), snapshot.service(service).release_version)
+            what.append("the release of %s changed while deciding" % service)
         if snapshot.rollout_version >= 0:
             transaction.check(layout.rollout, snapshot.rollout_version)
+            what.append("the rollout changed while deciding")
         transaction.create(layout.slot(service, host), slot.to_bytes())
-        failed = [result for result in transaction.commit() if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
+        what.append("%s already has a slot of %s, or %s is not staged (%s missing)" % (host, service, service, layout.slots(service)))
+        for node in leaving:
+            transaction.delete(node)
+            what.append("%s was already gone" % node)
+        results = transaction.commit()
+        failed = [(index, result) for index, result in enumerate(results) if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
         if not failed:
+            lock.released_by_commit()
             return True, reason, snapshot
-        return False, _refusal(layout, service, host, failed[0]), snapshot
-
-
-def _refusal(layout, service, host, error):
-    """Why a fenced slot transaction failed, as a sentence."""
-    if isinstance(error, NodeExistsError):
-        return "%s already has a slot of %s" % (host, service)
-    if isinstance(error, BadVersionError):
-        return "waiting: the release of %s or the rollout changed while deciding; deciding again" % service
-    if isinstance(error, NoNodeError):
-        return "waiting: the lock of %s was lost (session expired) or %s is not staged (%s missing); deciding again" % (
-            service, service, layout.slots(service))
-    return "waiting: taking the slot of %s failed (%s)" % (service, error.__class__.__name__)
+        index, error = failed[0]
+        return False, "waiting: %s (%s); deciding again" % (what[index], error.__class__.__name__), snapshot
 
 
 def release_slot(client, layout, service, host, owner=None, leaving=()):
@@ -193,6 +171,41 @@ def release_slot(client, layout, service, host, owner=None, leaving=()):
         # One of ours was already gone (its session ended): release the slot alone.
         return release_slot(client, layout, service, host, owner)
     return False
+
+
+def finish_turn(client, layout, service, host, version, owner):
+    """End ``host``'s turn in one transaction: register ``version``, free its slot, leave the ready queue.
+
+    The next host in line is woken once, by a tree where the new instance already counts as
+    healthy and the slot is free. Our own registration left by an older session is replaced,
+    not trusted. The four reads it needs go out together. ``owner`` is as for ``release_slot``.
+    Returns the registration's path, or None when the slot is not ours (any more) or the tree
+    changed meanwhile: the caller then takes the steps one by one.
+    """
+    wanted = layout.registration(service, host, version)
+    parent = layout.current_service(service)
+    sent = (client.get_children_async(parent), client.exists_async(wanted),
+            client.get_children_async(layout.ready_queue(service)), client.get_async(layout.slot(service, host)))
+    try:
+        current, stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
+        if Slot.from_bytes(data, layout.slot(service, host)).owner not in (owner if isinstance(owner, tuple) else (owner,)):
+            return None
+    except (NoNodeError, PayloadError):
+        return None
+    ours = stat is not None and stat.ephemeralOwner == client.client_id[0]
+    transaction = client.transaction()
+    for node in own_registrations(current, host):
+        if parent + "/" + node != wanted or not ours:
+            transaction.delete(parent + "/" + node)
+    if not ours:
+        transaction.create(wanted, b"", ephemeral=True)
+    for node in ready:
+        if (split_sequential(node) or (None,))[0] == host:
+            transaction.delete(layout.ready_member(service, node))
+    transaction.delete(layout.slot(service, host), version=slot_stat.version)
+    if any(isinstance(result, Exception) for result in transaction.commit()):
+        return None
+    return wanted
 
 
 def adopt_slot(client, layout, service, host, owner, session, deadline, to_version=None):
