@@ -168,14 +168,26 @@ class ExternalDriver(object):
 
     def __init__(self, config, log_dir=None):
         self.config = config
+        self._read = (None, None)
 
     def running_version(self, progress):
-        """The version in ``version_file``, or None when it is missing or not a valid version."""
+        """The version in ``version_file``, or None when it is missing or not a valid version.
+
+        The file is read again only when its inode, size or modification time changed (the
+        health worker asks every interval), and always while it is less than a second old, so
+        two writes within one timestamp tick are never mistaken for one.
+        """
         try:
+            stat = os.stat(self.config.version_file)
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            if key == self._read[0]:
+                return self._read[1]
             with open(self.config.version_file) as handle:
-                return validate_version(handle.read().strip())
+                version = validate_version(handle.read().strip())
         except (OSError, ValueError):
             return None
+        self._read = (key, version) if time.time() - stat.st_mtime > 1.0 else (None, None)
+        return version
 
     def start(self, version):
         """Refused: the agent never starts an externally managed service."""

@@ -40,6 +40,8 @@ from .wakeups import plan as watch_plan
 AGENT_VERSION = "zkrollout-agent/0.1.0"
 # A host whose instance is down decides what to start on a view at most this old (seconds).
 DOWN_REFRESH = 5.0
+# status.json is rewritten at least this often (seconds), and whenever what it says changes.
+STATUS_REFRESH = 5.0
 
 
 class Agent(object):
@@ -75,6 +77,7 @@ class Agent(object):
         self._next_tick = 0.0
         self.snapshot = None
         self.status = {}
+        self._status_summary, self._status_written = None, 0.0
 
     # Connection: callbacks only signal.
     def connect(self):
@@ -153,7 +156,8 @@ class Agent(object):
         worker = self._workers.get(name)
         if worker is None or not worker.is_alive() or name not in self._verdicts:
             self.probe(name)
-        running, healthy = self._verdicts.get(name, (self.drivers[name].running_version(progress), False))
+        verdict = self._verdicts.get(name)
+        running, healthy = verdict if verdict is not None else (self.drivers[name].running_version(progress), False)
         return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
                          managed=config.driver != "external")
 
@@ -566,6 +570,13 @@ class Agent(object):
 
     # Status.
     def _write_status(self):
+        # An idle agent loops every loop_wait: the file is rebuilt and rewritten when something a
+        # reader cares about changed (not just the clocks and counters), and every STATUS_REFRESH seconds.
+        summary = repr((self.client.state if self.client is not None else None, self.snapshot.problems if self.snapshot is not None else (),
+                        sorted(self._verdicts.items()), self.state.as_dict(),
+                        sorted((name, decision.action, decision.reason) for name, (decision, _at) in self.decisions.items())))
+        if summary == self._status_summary and time.monotonic() - self._status_written < STATUS_REFRESH:
+            return
         self.status = {
             "host": self.host,
             "connection": self.client.state if self.client is not None else "NOT STARTED",
@@ -590,3 +601,4 @@ class Agent(object):
         with open(temp, "w") as out:
             json.dump(self.status, out, sort_keys=True, indent=1)
         os.replace(temp, path)
+        self._status_summary, self._status_written = summary, time.monotonic()

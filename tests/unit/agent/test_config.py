@@ -72,6 +72,8 @@ def test_a_good_config_is_parsed_with_its_defaults(tmp_path):
     assert app.command == ("{version_dir}/bin/app", "--name", "{service}", "--data", "{install_dir}/data")
     assert (app.health.http, app.health.command, app.health.rise, app.health.fall, app.health.interval) == (
         "http://127.0.0.1:8080/health", (), 3, 2, 0.5)
+    # The rise checks of a just-started instance go at the steady pace unless told otherwise.
+    assert app.health.startup_interval == 0.5
     assert app.initial_version == "1.0.0" and app.initial_artifact.sha256 == SHA
     assert app.env == {"APP_MODE": "production"}
     db = config.services["db"]
@@ -102,6 +104,8 @@ BAD = [
     pytest.param("services.app.health.rise", 0, ["service app: health", "'rise' must be an integer >= 1"], id="zero_rise"),
     pytest.param("services.app.health.fall", 1.5, ["service app: health", "'fall' must be an integer >= 1"], id="fractional_fall"),
     pytest.param("services.app.health.interval", -1, ["service app: health", "'interval' must be a number"], id="negative_interval"),
+    pytest.param("services.app.health.startup_interval", "fast", ["service app: health", "'startup_interval' must be a number"],
+                 id="text_startup_interval"),
     pytest.param("services.app.initial.sha256", "abc123", ["service app", "initial.sha256", "64 hexadecimal digits"], id="bad_initial_sha256"),
     pytest.param("services.app.initial.sha256", DELETE, ["service app", "initial.sha256"], id="missing_initial_sha256"),
     pytest.param("services.app.initial.version", "1.0;rm -rf /", ["service app", "initial.version"], id="bad_initial_version"),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 
@@ -84,12 +85,16 @@ class HealthEndpoint(object):
     def __init__(self):
         self.status = 200
         self.delay = 0.0
+        self.requests = []
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the name http.server dispatches to
+                endpoint.requests.append((self.path, self.headers.get("Host")))
                 time.sleep(endpoint.delay)
                 self.send_response(endpoint.status)
+                if endpoint.status in (301, 302):
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -118,6 +123,36 @@ def endpoint():
 def test_an_http_probe_passes_on_a_2xx_answer(endpoint, status, passed):
     endpoint.status = status
     assert tracker(http=endpoint.url).probe("1.0") is passed
+
+
+def test_an_http_probe_does_not_follow_redirects(endpoint):
+    # The URL's own answer is the verdict: a redirect to a page that answers 200 is not healthy.
+    endpoint.status = 302
+    assert tracker(http=endpoint.url).probe("1.0") is False
+    assert [path for path, _host in endpoint.requests] == ["/health"]
+
+
+def test_an_http_probe_sends_the_path_query_and_host_of_its_url(endpoint):
+    url = endpoint.url.replace("127.0.0.1", "localhost") + "?deep=1"
+    assert tracker(http=url).probe("1.0") is True
+    assert endpoint.requests == [("/health?deep=1", url.split("/")[2])]
+
+
+def test_an_http_probe_of_something_that_is_not_http_fails():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer():
+            connection, _address = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        assert tracker(http="http://127.0.0.1:%d/" % listener.getsockname()[1]).probe("1.0") is False
+        server.join(5)
 
 
 def test_an_http_check_rises_and_falls_with_the_endpoint(endpoint):
@@ -152,6 +187,12 @@ def test_an_http_probe_never_goes_through_a_proxy_from_the_environment(endpoint,
 def test_wait_healthy_returns_once_rise_consecutive_probes_pass(endpoint):
     healthy, reason = tracker(http=endpoint.url, rise=3).wait_healthy("2.0", lambda: True)
     assert healthy is True and reason == "3 consecutive health checks passed"
+
+
+def test_wait_healthy_probes_a_new_instance_at_its_startup_interval(endpoint):
+    # At interval 10 s, three passes could not happen before the 5 s deadline.
+    healthy, _reason = tracker(http=endpoint.url, rise=3, interval=10.0, startup_interval=0.01, deadline=5.0).wait_healthy("2.0", lambda: True)
+    assert healthy is True and len(endpoint.requests) == 3
 
 
 def test_wait_healthy_gives_up_at_the_deadline():
