@@ -93,6 +93,44 @@ def test_seeding_the_same_release_again_reports_no_change_and_writes_nothing(zkr
     _assert_unchanged(tree_view, before, again)
 
 
+def _delete_subtrees(client, layout, name):
+    for path in (layout.ready_queue(name), layout.failures(name)):
+        client.delete(path, recursive=True)
+
+
+def test_a_staged_release_without_its_sub_trees_is_named_and_repaired_by_seeding_or_staging_again(zkrollout, fleet, client, layout):
+    _three_hosts(fleet)
+    spec = _abc_release(id="r1")
+    tree.seed(client, layout, spec)
+    _delete_subtrees(client, layout, "A")
+
+    info = zkrollout("rollout_info")
+    assert any(layout.ready_queue("A") in problem and "re-stage" in problem for problem in info["problems"]), info["problems"]
+
+    again = zkrollout("rollout", release=spec)
+    assert again["changed"] is True and "repaired" in again["msg"], again
+    assert all(client.exists(path) for path in layout.release_children("A"))
+
+    _delete_subtrees(client, layout, "B")
+    entry = read_snapshot(client, layout).service("B").release
+    staged = _stage(zkrollout, "B", version=entry.version, rollout_id="r1", quorum=str(entry.quorum), depends_on=list(entry.depends_on),
+                    max_parallel=entry.max_parallel)
+    assert staged["changed"] is True and "repaired" in staged["msg"], staged
+    assert all(client.exists(path) for path in layout.release_children("B"))
+
+
+def test_a_new_release_replaces_one_whose_sub_trees_are_gone(zkrollout, fleet, client, layout):
+    _three_hosts(fleet)
+    tree.seed(client, layout, _abc_release(id="r1"))
+    _delete_subtrees(client, layout, "C")
+
+    result = zkrollout("rollout", release=release(service("C", version="3.0.0"), id="r2"), force=True)
+
+    assert result["changed"] is True, result
+    assert read_snapshot(client, layout).service("C").release.version == "3.0.0"
+    assert all(client.exists(path) for path in layout.release_children("C"))
+
+
 def test_check_mode_writes_nothing_and_shows_the_seeding_as_a_diff(zkrollout, fleet, tree_view):
     _three_hosts(fleet)
     before = tree_view()

@@ -177,6 +177,9 @@ def decide(host, snapshot, local, connected):
         return Decision(WAIT, "rollout %s is %s: nothing to do for %s" % (rollout.id, rollout.state, service))
     if target not in local.prepared:
         return Decision(PREPARE, "download and verify %s %s" % (service, target), target)
+    if state.missing_subtrees:
+        return Decision(WAIT, "waiting: the release of %s lacks %s (deleted by hand?): re-stage %s (zkrollout.dc.staging, or re-run the "
+                        "rollout) to repair it" % (service, ", ".join(state.missing_subtrees), service))
     if host not in state.ready_hosts:
         return Decision(JOIN_READY, "%s %s is verified and unpacked: join the ready queue" % (service, target), target)
     if rollout.state == "paused":

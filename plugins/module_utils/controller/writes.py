@@ -109,7 +109,7 @@ def _delete_release_ops(snapshot, layout, name):
         )
     ops = [Op("delete", layout.ready_member(name, m.node)) for m in state.ready_queue]
     ops += [Op("delete", layout.failure(name, host)) for host in sorted(state.failures)]
-    ops += [Op("delete", path) for path in reversed(layout.release_children(name))]
+    ops += [Op("delete", path) for path in reversed(layout.release_children(name)) if path not in state.missing_subtrees]
     ops.append(Op("delete", layout.release(name), version=state.release_version))
     return ops
 
@@ -154,7 +154,10 @@ def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None):
     current = snapshot.rollout
     before = _tree_view(snapshot)
     if current is not None and current.spec_hash == spec.spec_hash and spec.id in (None, current.id) and current.state != "aborted":
-        return Change(before=before, after=before, message="rollout %s already seeded with this release" % current.id,
+        repairs = [path for name in _staged(snapshot) for path in snapshot.service(name).missing_subtrees]
+        return Change(ops=tuple(_ensure_containers(missing) + [Op("create", path) for path in repairs]) if repairs else (),
+                      before=before, after=before, message="rollout %s already seeded with this release%s" % (
+                          current.id, "; repaired the missing sub-trees %s" % ", ".join(repairs) if repairs else ""),
                       warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})
     if current is None and snapshot.rollout_version >= 0 and not force:
         raise WriteRefused("%s holds malformed data; inspect it with rollout_info, then re-run with force: true to replace it" % layout.rollout)
@@ -234,6 +237,10 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     entry = service_spec.release_entry(rollout_id)
     before = {"staging": {service_spec.name: state.release.to_dict() if state.release else None}}
     after = {"staging": {service_spec.name: entry.to_dict()}}
+    if state.release == entry and state.missing_subtrees:
+        return Change(ops=tuple(_ensure_containers(missing) + [Op("create", path) for path in state.missing_subtrees]), before=before,
+                      after=before, message="service %s already staged; repaired its missing sub-trees %s" % (
+                          entry.service, ", ".join(state.missing_subtrees)), warnings=tuple(warnings), result={"entry": entry.to_dict()})
     if state.release == entry:
         return Change(before=before, after=before, message="service %s already staged" % entry.service, warnings=tuple(warnings),
                       result={"entry": entry.to_dict()})

@@ -29,7 +29,8 @@ class ServiceState(object):
     ``roster`` is the sorted hosts that run it; ``registrations`` maps each healthy host to the
     version it runs; ``slots`` and ``failures`` map hosts to their payloads (None: the node is
     there but its payload is malformed, which still counts: a held slot, a halting failure);
-    ``problems`` names every malformed node of the service.
+    ``problems`` names every malformed node of the service; ``missing_subtrees`` the sub-trees
+    (ready, upgrading, failed) that a staged release lacks (deleted by hand): staging repairs them.
     """
 
     name: str
@@ -41,6 +42,7 @@ class ServiceState(object):
     slots: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
     problems: tuple = ()
+    missing_subtrees: tuple = ()
 
     @property
     def ready_hosts(self):

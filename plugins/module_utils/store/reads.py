@@ -192,9 +192,10 @@ def read_parts(reader, layout, names, with_global=False):
     services = {}
     for name in names:
         release, release_version = releases.get(layout.release(name), (None, -1))
-        if release is not None and children[layout.ready_queue(name)] is None:
-            reader.problems.append((layout.release(name), "%s has no ready, upgrading or failed sub-tree: re-stage the service "
-                                    "(staging module) to repair it" % layout.release(name)))
+        lacking = [path for path in layout.release_children(name) if children[path] is None]
+        if release is not None and lacking:
+            reader.problems.append((layout.release(name), "%s lacks its sub-trees %s: re-stage the service (zkrollout.dc.staging, or "
+                                    "re-run the rollout) to repair it" % (layout.release(name), ", ".join(lacking))))
         services[name] = ServiceState(
             name=name,
             release=release,
@@ -205,6 +206,7 @@ def read_parts(reader, layout, names, with_global=False):
             slots={_leaf(path): payload for path, (payload, _version) in slots.items() if path.startswith(layout.slots(name) + "/")},
             failures={_leaf(path): payload for path, (payload, _version) in failures.items() if path.startswith(layout.failures(name) + "/")},
             problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
+            missing_subtrees=tuple(path for path in layout.release_children(name) if release is not None and children[path] is None),
         )
     return global_part, services
 

@@ -486,3 +486,8 @@ def test_a_malformed_slot_counts_as_held_and_is_not_released_by_the_agent():
     assert_decision(decided(snapshot), WAIT, "malformed slot")
     other = _with(tree(service(current=FIVE, ready="h2 h1", quorum=1)), slots={"h3": None})
     assert_decision(decided(other, host="h2"), WAIT, "budget 0", "1 slots held")
+
+
+def test_a_release_without_its_sub_trees_waits_and_names_them():
+    snapshot = _with(tree(service(current=FIVE, quorum=1)), missing_subtrees=("/dc/staging/app/ready",))
+    assert_decision(decided(snapshot), WAIT, "lacks /dc/staging/app/ready", "re-stage app")
