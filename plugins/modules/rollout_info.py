@@ -68,6 +68,9 @@ services:
     - Per service, C(target), C(quorum), C(quorum_resolved), C(max_parallel), C(hosts), C(online),
       C(healthy), C(on_target), C(budget), C(ready_queue), C(slots), C(failures), C(complete),
       C(verdict) and C(reason).
+    - C(abandoned_slots) maps each host whose slot's owner (agent or controller session) is no
+      longer connected to C(owner), C(instance) (what the tree knows of the host) and
+      C(free_with), the command that frees the slot.
   returned: always
   type: dict
 progress:

@@ -26,12 +26,19 @@ description:
     C(zkrollout_health_wait) seconds after its play) keeps its slot - its instance is in an
     unknown state and stays counted as down - and no further host starts once more hosts failed
     than C(max_fail_percentage) of the play allows (none by default). The play then fails.
-  - "Slots carry their owner (C(controller:<zkrollout_controller_id>)) and a deadline. If the
-    controller dies, a re-run with the same controller id adopts its slots (new session and
-    deadline, no new quorum check: those hosts counted as down all along) and continues;
-    M(zkrollout.dc.rollout_control) with C(action=release_slot) frees them after the deadline
-    (or before it with C(force=true), once the host has been checked). A slot of another
-    controller that is past its deadline is released and the host queues for a new one."
+  - "A host that is not registered counts as down (stopping it costs no quorum) only while its
+    agent is connected (its node under C(<root>/agents)); the slot is then fenced on that node's
+    version, which each registration bumps. Without a connected agent its state is unknown and
+    it may stop only while the registered healthy hosts alone meet the quorum, so a wave of
+    expired agent sessions never lets a play stop serving instances."
+  - "Slots carry their owner (C(controller:<zkrollout_controller_id>)), the ZooKeeper session
+    that took them (its ephemeral node under C(<root>/sessions)) and a lease of
+    C(zkrollout_slot_timeout) seconds that the play renews while the host is in its play. If the
+    controller dies, a re-run with the same controller id adopts its slots (new session, no new
+    quorum check: those hosts counted as down all along) and continues. Another controller
+    releases a slot only once its owner's session is gone and the lease ran out by ZooKeeper's
+    clock (the slot node's mtime), never on its own clock; M(zkrollout.dc.rollout_control) with
+    C(action=release_slot) frees a slot whose owner's session is gone (or, with C(force=true), any)."
   - ansible-core 2.19 prints a deprecation warning for strategy plugins that are not part of
     ansible-core; this plugin is optional and thin (the slot logic is the collection's shared
     core), and the agents need no strategy at all.
@@ -41,7 +48,8 @@ description:
     C(zkrollout_max_parallel) (default that of the staging entry, else 1; when both are set the smaller one applies); C(zkrollout_version)
     (recorded in the slot and required of the registration before the slot is released; default
     the staging entry's version, else any registration releases the slot);
-    C(zkrollout_slot_timeout) (seconds until a slot counts as abandoned, default 3600);
+    C(zkrollout_slot_timeout) (the lease of a slot, renewed while the host's play runs: seconds
+    without renewal, and without its owner's session, after which it counts as abandoned; default 3600);
     C(zkrollout_health_wait) (seconds to wait after the play for the host to register healthy,
     default 60); C(zkrollout_wait_timeout) (seconds the play may go without any host starting or
     finishing while hosts wait for a slot, default 3600); C(zkrollout_controller_id) (default
@@ -75,11 +83,12 @@ from ansible.utils.display import Display
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, strictest_limits
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, slot_owner_alive, strictest_limits
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ZK_ERRORS, ConnectionOptions, ZkConnectionError, connect, disconnect
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import watch_listings
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot, release_slot, take_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import (adopt_slot, announce_session, lease_expired, release_slot, renew_slot,
+                                                                               take_slot, zookeeper_now)
 
 display = Display()
 
@@ -137,8 +146,10 @@ class QuorumGate(object):
             self.client = connect(connection)
         except ZkConnectionError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
+        self.session_path, self.renewed_at = None, 0.0
         try:
-            self._announce(read_snapshot(self.client, self.layout, services=[self.service]))
+            self._ensure_session()
+            self._announce(read_snapshot(self.client, self.layout, services=[self.service], liveness=True))
             # The sub-trees of a staged service: agents and modules expect all three once the staging node exists.
             for path in self.layout.release_children(self.service):
                 self.client.ensure_path(path)
@@ -254,11 +265,30 @@ class QuorumGate(object):
         # Runs on kazoo's thread: only signal.
         self.woken.set()
 
+    def _ensure_session(self):
+        """Our session node, created again after a session change (slots are renewed under the new one)."""
+        path = self.layout.session(self._session())
+        if path != self.session_path:
+            self.session_path = announce_session(self.client, self.layout, self.owner)
+            self.renewed_at = 0.0
+
+    def _renew_leases(self):
+        """Rewrite the slots of hosts still in their play, every third of slot_timeout: a long play keeps its slots."""
+        if time.monotonic() - self.renewed_at < self.slot_timeout / 3.0:
+            return
+        self.renewed_at = time.monotonic()
+        for name in self._names(ADMITTED, RELEASING):
+            if not renew_slot(self.client, self.layout, self.service, self.host_ids[name], self.owner, time.time() + self.slot_timeout,
+                              session=self._session()):
+                display.warning(PREFIX + "%s: its slot of %s is no longer held by %s (released by an operator?)" % (name, self.service, self.owner))
+
     def _step(self, strategy, by_name):
         """Release the slots of hosts that finished and registered healthy; admit waiting hosts the quorum allows."""
         try:
             self._arm_watches()
-            snapshot = read_snapshot(self.client, self.layout, services=[self.service])
+            self._ensure_session()
+            self._renew_leases()
+            snapshot = read_snapshot(self.client, self.layout, services=[self.service], liveness=True)
             for name in self._names(RELEASING):
                 self._release_if_healthy(strategy, name, snapshot)
             self._admit_waiting(snapshot, by_name)
@@ -296,7 +326,7 @@ class QuorumGate(object):
             state = snapshot.service(self.service)
             quorum, max_parallel, _unused = self._numbers(snapshot)
             if host_id in state.slots:
-                claim = self._claim_held(name, host_id, state.slots[host_id])
+                claim = self._claim_held(name, host_id, state.slots[host_id], snapshot)
                 if claim is True:
                     self._admitted(name)
                     continue
@@ -304,7 +334,8 @@ class QuorumGate(object):
                     head_wait = head_wait or (name, claim)
                     continue
             else:
-                allowed, reason = slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel)
+                allowed, reason = slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel,
+                                               confirmed_down=host_id not in state.registrations and host_id in snapshot.live_agents)
                 if not allowed:
                     head_wait = head_wait or (name, reason)
                     if len(state.slots) >= max_parallel:
@@ -314,12 +345,12 @@ class QuorumGate(object):
             if not taken:
                 head_wait = head_wait or (name, reason)
                 break
-            snapshot = read_snapshot(self.client, self.layout, services=[self.service])
+            snapshot = read_snapshot(self.client, self.layout, services=[self.service], liveness=True)
         if head_wait and head_wait != self.last_wait:
             display.display(PREFIX + "%s %s" % head_wait)
         self.last_wait = head_wait
 
-    def _claim_held(self, name, host_id, slot):
+    def _claim_held(self, name, host_id, slot, snapshot):
         """A waiting host already has a slot: True if it is ours (adopted), None if it was abandoned and released, else why it waits."""
         if slot is not None and slot.owner == self.owner:
             adopted = adopt_slot(self.client, self.layout, self.service, host_id, self.owner, self._session(), time.time() + self.slot_timeout,
@@ -329,10 +360,12 @@ class QuorumGate(object):
                                 % (name, self.service, _ago(adopted.since), adopted.from_version, adopted.to_version))
                 return True
             return "waiting: its slot of %s changed hands while it was adopted" % self.service
-        if slot is not None and slot.owner.startswith(CONTROLLER_OWNER) and slot.deadline is not None and slot.deadline < time.time():
+        if (slot is not None and slot.owner.startswith(CONTROLLER_OWNER) and not slot_owner_alive(snapshot, host_id, slot)
+                and lease_expired(slot, snapshot.service(self.service).slot_mtimes.get(host_id), zookeeper_now(self.client, self.session_path))):
+            # Its owner's session is gone and it was not renewed for its whole lease (ZooKeeper's clock).
             if release_slot(self.client, self.layout, self.service, host_id, owner=slot.owner):
-                display.warning(PREFIX + "%s: the slot of %s left by %s passed its deadline %s ago; released, %s queues for a new one"
-                                % (name, self.service, slot.owner, _ago(slot.deadline), name))
+                display.warning(PREFIX + "%s: the slot of %s left by %s (session gone, lease of %s passed); released, %s queues for a new one"
+                                % (name, self.service, slot.owner, "%gs" % slot.lease if slot.lease else "its deadline", name))
             return None
         owner = slot.owner if slot is not None else "an unknown owner (malformed slot)"
         until = " until %s" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(slot.deadline)) if slot is not None and slot.deadline else ""
@@ -342,14 +375,18 @@ class QuorumGate(object):
         _unused, _unused, version = self._numbers(snapshot)
         registration = snapshot.service(self.service).registrations.get(host_id)
         slot = Slot(to_version=version or "unknown", since=time.time(), from_version=registration,
-                    owner=self.owner, session=self._session(), deadline=time.time() + self.slot_timeout)
+                    owner=self.owner, session=self._session(), deadline=time.time() + self.slot_timeout, lease=self.slot_timeout)
+        # A host that is not registered is down only while its agent is connected; the slot is
+        # then fenced on its presence node's version, which every registration bumps.
+        presence = self.client.exists(self.layout.agent(host_id)) if registration is None else None
+        checks = [(self.layout.agent(host_id), presence.version)] if presence is not None else []
 
         def allow(fresh):
             quorum, max_parallel, _unused = self._numbers(fresh)
             state = fresh.service(self.service)
-            return slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel)
+            return slot_verdict(self.service, host_id, state.registrations, state.slots, quorum, max_parallel, confirmed_down=bool(checks))
 
-        taken, reason, _unused = take_slot(self.client, self.layout, self.service, host_id, slot, allow, identifier=self.owner)
+        taken, reason, _unused = take_slot(self.client, self.layout, self.service, host_id, slot, allow, identifier=self.owner, checks=checks)
         if taken:
             display.display(PREFIX + "%s takes a slot of %s (%s)" % (name, self.service, reason))
             self._admitted(name)

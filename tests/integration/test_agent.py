@@ -177,6 +177,10 @@ def test_an_idle_agent_sends_only_heartbeats_between_safety_ticks_and_stays_smal
         [host] = fleet.hosts
         pid = fleet.fleet.processes[host].pid
         session_id = fleet.registration_owner("A", host)
+        # Connected, with every healthy instance registered: the agent vouches for its host.
+        observer = zk_connect(zookeeper.hosts)
+        presence = fleet.wait_for(lambda: observer.exists("/dc/agents/%s" % host), 10, "the agent's presence node")
+        assert presence.ephemeralOwner == session_id, presence
         time.sleep(2.0)
         cpu_before, packets_before, started = _cpu_seconds(pid), _packets_received(zookeeper, session_id), time.monotonic()
         time.sleep(IDLE_WINDOW)

@@ -588,15 +588,16 @@ def test_retry_needs_the_service(zkrollout, fleet, client, layout):
     assert "service" in result["msg"]
 
 
-def test_release_slot_refuses_a_live_agent_slot_unless_forced(zkrollout, fleet, client, layout, tree_view):
+def test_release_slot_refuses_the_slot_of_a_connected_agent_unless_forced(zkrollout, fleet, client, layout, tree_view):
     _three_hosts(fleet)
     tree.seed(client, layout, _abc_release(id="r1"))
-    fleet.take_slot("A", "h2", "2.0.0", from_version="1.0.0")
+    fleet.take_slot("A", "h2", "2.0.0", from_version="1.0.0", owner="agent:h2")
+    fleet.agent_connected("h2")
     before = tree_view()
 
     refused = zkrollout("rollout_control", action="release_slot", service="A", host="h2")
     assert refused.get("failed") is True, refused
-    assert "the slot of A on h2 (owner agent) is not past its deadline" in refused["msg"]
+    assert "held by agent:h2, whose ZooKeeper session is alive" in refused["msg"]
     _assert_unchanged(tree_view, before, refused)
 
     forced = zkrollout("rollout_control", action="release_slot", service="A", host="h2", force=True)
@@ -604,13 +605,35 @@ def test_release_slot_refuses_a_live_agent_slot_unless_forced(zkrollout, fleet, 
     assert client.exists(layout.slot("A", "h2")) is None
 
 
-def test_release_slot_frees_a_controller_slot_past_its_deadline(zkrollout, fleet, client, layout):
+def test_release_slot_frees_the_slot_of_an_agent_that_is_gone_and_says_what_its_instance_is(zkrollout, fleet, client, layout):
     _three_hosts(fleet)
     tree.seed(client, layout, _abc_release(id="r1"))
-    fleet.take_slot("A", "h3", "2.0.0", from_version="1.0.0", owner="controller:job-7", deadline=time.time() - 60)
+    fleet.take_slot("A", "h2", "2.0.0", from_version="1.0.0", owner="agent:h2")
+    fleet.agent_connected("h2")
+    fleet.go_offline("h2")
 
+    result = zkrollout("rollout_control", action="release_slot", service="A", host="h2")
+
+    assert result["changed"] is True, result
+    assert "owner agent:h2 no longer connected" in result["msg"] and "h2 is not registered" in result["msg"]
+    assert client.exists(layout.slot("A", "h2")) is None
+
+
+def test_release_slot_never_frees_a_live_controllers_slot_past_its_deadline_but_frees_it_once_the_session_is_gone(
+        zkrollout, fleet, client, layout, zk, zk_connect):
+    _three_hosts(fleet)
+    tree.seed(client, layout, _abc_release(id="r1"))
+    controller = zk_connect(zk.hosts)
+    session = "%x" % controller.client_id[0]
+    controller.create(layout.session(session), b"controller:job-7", ephemeral=True, makepath=True)
+    # Its own clock said the deadline passed (skew, or a long play): the session says otherwise.
+    fleet.take_slot("A", "h3", "2.0.0", from_version="1.0.0", owner="controller:job-7", deadline=time.time() - 60, session=session, lease=60)
+
+    refused = zkrollout("rollout_control", action="release_slot", service="A", host="h3")
+    assert refused.get("failed") is True and "whose ZooKeeper session is alive" in refused["msg"], refused
+
+    controller.stop()
     result = zkrollout("rollout_control", action="release_slot", service="A", host="h3")
-
     assert result["changed"] is True, result
     assert client.exists(layout.slot("A", "h3")) is None
     assert zkrollout("rollout_control", action="release_slot", service="A", host="h3")["changed"] is False

@@ -15,6 +15,7 @@ does not run yet, and a scenario that fails midway is repaired before the next o
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 
@@ -36,6 +37,8 @@ from ansible_collections.zkrollout.dc.tests.integration import tree
 
 QUORUM = 3
 WINDOW = 2
+# What the agent's command line contains (roles/agent: python -m zkrollout_core.agent ...).
+AGENT_MATCH = "zkrollout_core.agent"
 PLAY_TIMEOUT = 400
 
 
@@ -141,12 +144,37 @@ class TestOnTheFleet:
         run = fleet.run_upgrade(QUORUM_PLAYBOOK, target, work("strategy", fleet.hosts), timeout=PLAY_TIMEOUT, **quorum_vars("one-down"))
 
         assert_ran(run, *fleet.hosts)
-        assert "%s takes a slot of A (slot allowed: %s is down already, so stopping it costs A no quorum)" % (down, down) in run.stdout, run.output
+        assert ("%s takes a slot of A (slot allowed: %s is down (its agent is connected and has not registered it), so stopping it costs A "
+                "no quorum)" % (down, down)) in run.stdout, run.output
         fleet.wait_settled(target)
         fleet.stop_monitor()
         report(request, serial_min_healthy=serial_min, strategy_min_healthy=fleet.monitor.min_healthy[SERVICE], quorum=QUORUM,
                window=WINDOW, down_before_the_play=down, serial_seconds=round(serial.elapsed, 1), strategy_seconds=round(run.elapsed, 1))
         fleet.monitor.assert_quorum({SERVICE: QUORUM})
+
+    def test_hosts_whose_agents_lost_their_sessions_are_unknown_not_down_and_the_play_stops_none_of_them(self, fleet, request):
+        # Three agents freeze past their session timeout: their registrations go, their instances keep serving.
+        frozen = fleet.hosts[:3]
+        target = other_version(fleet.current_version())
+        fleet.start_monitor()
+        for host in frozen:
+            assert fleet.environment.fleet.signal_processes(host, signal.SIGSTOP, AGENT_MATCH), "no agent process on %s" % host
+        try:
+            fleet.wait_for(lambda: not set(frozen) & set(fleet.registrations(SERVICE)), 30, "the frozen agents' sessions to expire")
+            # Quorum 4 of 5 with max_parallel 2: counting the unknown hosts as down would stop two serving instances (3 < 4).
+            run = fleet.run_upgrade(QUORUM_PLAYBOOK, target, work("unknown", fleet.hosts), timeout=PLAY_TIMEOUT,
+                                    **quorum_vars("unknown", zkrollout_quorum=4, zkrollout_wait_timeout=15))
+        finally:
+            for host in frozen:
+                fleet.environment.fleet.signal_processes(host, signal.SIGCONT, AGENT_MATCH)
+        assert run.returncode != 0, run.output
+        assert "no host of A started or finished for 15s" in run.output, run.output
+        assert "is not registered and its agent is not connected, so its instance may be serving" in run.output, run.output
+        assert "takes a slot of A" not in run.stdout, run.output
+        fleet.wait_for(lambda: set(frozen) <= set(fleet.registrations(SERVICE)), 60, "the thawed agents to register again")
+        fleet.stop_monitor()
+        report(request, min_healthy=fleet.monitor.min_healthy[SERVICE], quorum=4, frozen_agents=len(frozen))
+        fleet.monitor.assert_quorum({SERVICE: 4})
 
     def test_two_plays_at_the_same_time_share_one_budget(self, fleet, request):
         target = other_version(fleet.current_version())

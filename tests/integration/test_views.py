@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.wakeups import plan
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import RequestCounter
@@ -174,5 +177,76 @@ def test_completion_is_decided_again_on_a_fresh_read_under_the_lock(client, layo
         else:
             assert (snapshot.queued_services, snapshot.rollout.state) == (["A"], "running"), said
             assert "no longer complete" in said
+    finally:
+        fleet.close()
+
+
+class _LocalInstance(object):
+    """The local side of one service in memory (driver and health): healthy at once; stops are recorded."""
+
+    def __init__(self, version):
+        self.version, self.stops, self.healthy = version, [], True
+
+    def running_version(self, _progress):
+        return self.version
+
+    def start(self, version):
+        self.version = version
+
+    def stop(self, _progress):
+        self.stops.append(self.version)
+        self.version = None
+
+    def reset(self):
+        pass
+
+    def update(self, version):
+        return version is not None
+
+    def wait_healthy(self, version, _is_running, _stop=None):
+        return True, "healthy"
+
+
+def _agent_on(client, layout, zk, tmp_path, host):
+    """The real agent code for ``host`` (service A on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance."""
+    for version in ("1.0.0", "2.0.0"):
+        directory = tmp_path / "install" / "versions" / version
+        directory.mkdir(parents=True)
+        (directory / VERIFIED_MARKER).touch()
+    config = parse_config({"host": host, "state_dir": str(tmp_path / "state"), "zookeeper": {"hosts": zk.hosts, "root": layout.root},
+                           "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true"], "health": {"command": ["true"]}}}},
+                          "test agent config")
+    agent = Agent(config, client=client)
+    instance = _LocalInstance("1.0.0")
+    agent.drivers["A"] = agent.health["A"] = instance
+    agent.state.update("A", version="1.0.0")
+    agent.connect()
+    return agent, instance
+
+
+def test_an_agent_never_stops_its_instance_once_its_fresh_slot_is_no_longer_its_own(client, layout, zk, tmp_path):
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    try:
+        for host in ("h2", "h3", "h4"):
+            fleet.join(host, {"A": "1.0.0"})
+        tree.seed(client, layout, tree.release(tree.service("A", quorum=2), id="r1"))
+        agent, instance = _agent_on(client, layout, zk, tmp_path, "h1")
+        writes = agent.state.update
+
+        def update(name, **changes):
+            # Between the fenced slot create and the stop, the loop freezes past its session
+            # timeout and an operator frees the slot (no agent was connected to refuse it).
+            if changes.get("step") == "slot_taken":
+                client.delete(layout.slot("A", "h1"))
+            return writes(name, **changes)
+
+        agent.state.update = update
+        for _unused in range(10):
+            agent.iteration()
+            if agent.decisions.get("A") and agent.decisions["A"][0].action == "take_slot":
+                break
+        assert agent.decisions["A"][0].action == "take_slot", agent.decisions
+        assert instance.stops == [] and instance.version == "1.0.0"
+        assert agent.state.get("A").phase == "idle"
     finally:
         fleet.close()

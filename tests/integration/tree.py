@@ -231,9 +231,14 @@ class FakeFleet(object):
         """Join ``service``'s ready queue (ephemeral sequential); returns the node's path."""
         return self.session(host).create(self.layout.ready_prefix(service, host), b"", ephemeral=True, sequence=True)
 
-    def take_slot(self, service, host, to_version, from_version=None, owner="agent", deadline=None):
+    def agent_connected(self, host):
+        """Create the presence node of ``host``'s agent (ephemeral, in its session), as a connected agent does."""
+        return self.session(host).create(self.layout.agent(host), b"", ephemeral=True, makepath=True)
+
+    def take_slot(self, service, host, to_version, from_version=None, owner="agent", deadline=None, session=None, lease=None):
         """Hold an upgrade slot of ``service`` on ``host`` (persistent, as agents write it)."""
-        slot = Slot(to_version=to_version, since=time.time(), from_version=from_version, owner=owner, deadline=deadline)
+        slot = Slot(to_version=to_version, since=time.time(), from_version=from_version, owner=owner, deadline=deadline, session=session,
+                    lease=lease)
         self._shared.create(self.layout.slot(service, host), slot.to_bytes())
 
     def release_slot(self, service, host):

@@ -92,6 +92,8 @@ def test_containers_are_the_root_its_ancestors_and_its_persistent_parents(root, 
         root + "/staging",
         root + "/deploy",
         root + "/locks",
+        root + "/agents",
+        root + "/sessions",
     ]
 
 

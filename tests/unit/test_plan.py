@@ -274,8 +274,18 @@ def test_a_candidate_that_is_already_down_costs_no_quorum():
 
 
 def test_a_down_candidate_of_a_degraded_service_is_limited_only_by_max_parallel():
-    allowed, reason = slot_verdict("web", "e", ["a", "b"], [], 3, 1)
+    allowed, reason = slot_verdict("web", "e", ["a", "b"], [], 3, 1, confirmed_down=True)
     assert allowed is True, reason
+    assert "its agent is connected" in reason
+
+
+def test_an_unknown_candidate_stops_only_while_the_registered_hosts_alone_meet_the_quorum():
+    # A wave of expired sessions: most hosts unregistered, their instances quite possibly serving.
+    allowed, reason = slot_verdict("web", "e", ["a", "b"], [], 3, 2)
+    assert allowed is False
+    assert "e is not registered and its agent is not connected" in reason and "2 registered healthy, quorum 3" in reason
+    allowed, reason = slot_verdict("web", "e", ["a", "b", "c"], [], 3, 2)
+    assert allowed is True and "unknown" in reason
 
 
 def test_a_candidate_already_holding_a_slot_keeps_it_whatever_the_counts():

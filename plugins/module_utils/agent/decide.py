@@ -105,7 +105,8 @@ def _take_turn(host, snapshot, service, candidates, action, version):
     if position >= budget:
         return Decision(WAIT, "waiting: %s is number %d in line for %s, budget %d (%d healthy, quorum %d, %d slots held)"
                         % (host, position + 1, service, budget, len(healthy), quorum, len(state.slots)))
-    allowed, reason = slot_verdict(service, host, state.registrations, state.slots, quorum, release.max_parallel)
+    # The agent is the host's own: an instance it has not registered is down, not unknown.
+    allowed, reason = slot_verdict(service, host, state.registrations, state.slots, quorum, release.max_parallel, confirmed_down=True)
     return Decision(action if allowed else WAIT, reason, version)
 
 

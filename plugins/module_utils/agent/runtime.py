@@ -23,7 +23,7 @@ import threading
 import time
 
 from ..core.layout import Layout, check_name, split_sequential
-from ..core.model import Failure, Slot
+from ..core.model import Failure, PayloadError, Slot
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
 from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
 from ..store.locks import release_leftover_locks
@@ -74,6 +74,8 @@ class Agent(object):
         self.stopping = threading.Event()
         self._session = None
         self._roster_written = False
+        # Our presence node (layout.agent) once this session has registered every healthy instance.
+        self._presence = None
         self._next_tick = 0.0
         self.snapshot = None
         self.status = {}
@@ -228,6 +230,8 @@ class Agent(object):
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
             except Exception:  # pylint: disable=broad-except
                 self.log.exception("service %s: this step failed unexpectedly; the other services go on", name)
+        if snapshot is not None and self._presence is None and self.connected:
+            self._announce_presence()
         self._write_status()
 
     def refresh_view(self):
@@ -237,6 +241,7 @@ class Agent(object):
             # A new session: no watch of ours survived, and our ephemeral nodes may be gone.
             self._session = session
             self._roster_written = False
+            self._presence = None
             self.view.session_lost()
         if time.monotonic() >= self._next_tick:
             # Jittered, so a fleet restarted at once does not tick in step.
@@ -312,6 +317,28 @@ class Agent(object):
                 pass
         self._roster_written = True
 
+    def _announce_presence(self):
+        """Create our presence node, after one full iteration of this session registered every healthy instance.
+
+        Controllers read "connected agent, no registration" as *down* (stopping it costs no
+        quorum), and "no agent" as *unknown*. Each later registration bumps the node's version
+        in the same transaction, so a controller's slot decided on "down" fails if we
+        registered meanwhile (``store.slots.take_slot`` checks that version).
+        """
+        path = self.layout.agent(self.host)
+        try:
+            self.client.create(path, b"", ephemeral=True)
+        except NodeExistsError:
+            stat = self.client.exists(path)
+            if stat is not None and stat.ephemeralOwner != self.client.client_id[0]:
+                # Left by an older session of ours: it goes when that session expires; replace it now.
+                self._delete_quietly(path, stat.version)
+                self.client.create(path, b"", ephemeral=True)
+        except NoNodeError:
+            self.client.ensure_path(self.layout.agents)
+            self.client.create(path, b"", ephemeral=True)
+        self._presence = path
+
     def _own_registrations(self, name):
         """``{node: version}`` of our registrations of ``name``, read fresh."""
         try:
@@ -343,7 +370,17 @@ class Agent(object):
             if stat is not None:
                 self._delete_quietly(path, stat.version)
         self.client.ensure_path(self.layout.current_service(name))
-        self.client.create(path, b"", ephemeral=True)
+        transaction = self.client.transaction()
+        transaction.create(path, b"", ephemeral=True)
+        if self._presence:
+            transaction.set_data(self._presence, b"")
+        results = transaction.commit()
+        if isinstance(results[0], NodeExistsError):
+            raise NodeExistsError(path)
+        if any(isinstance(result, Exception) for result in results):
+            # Our presence node is gone (an operator, or a session change in between): register alone, announce again later.
+            self._presence = None
+            self.client.create(path, b"", ephemeral=True)
         self._registered[name] = path
 
     def deregister(self, name):
@@ -466,15 +503,26 @@ class Agent(object):
                 self._registered[name] = None
             self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                               since=time.time(), reason="")
-            # The fenced transaction that created the slot has just succeeded on this session.
-            self._resume(name, slot_confirmed=True, deregistered=bool(registered))
+            self._resume(name, deregistered=bool(registered))
 
     def resume(self, name):
         """Drive an unfinished switch or rollback forward from its persisted step (the health worker waits)."""
         with self._local_locks[name]:
             self._resume(name)
 
-    def _resume(self, name, slot_confirmed=False, deregistered=False):
+    def _holds_slot(self, name):
+        """True if this host's slot of ``name`` exists and this agent took it (a fresh read; ZooKeeper errors propagate)."""
+        path = self.layout.slot(name, self.host)
+        try:
+            data, _stat = self.client.get(path)
+        except NoNodeError:
+            return False
+        try:
+            return Slot.from_bytes(data, path).owner in (agent_owner(self.host), LEGACY_AGENT_OWNER)
+        except PayloadError:
+            return False
+
+    def _resume(self, name, deregistered=False):
         progress = self.state.get(name)
         driver, health = self.drivers[name], self.health[name]
 
@@ -483,15 +531,18 @@ class Agent(object):
 
         if progress.phase == "switching":
             if progress.step == "slot_taken":
-                # Only stopping can break the quorum: stop only while CONNECTED and still holding the slot.
+                # Only stopping can break the quorum: stop only while CONNECTED and still holding the
+                # slot, read again right before the stop. Even just after the fenced create: a loop
+                # frozen past its session timeout may find its slot freed by an operator (whose
+                # rollout_control saw no connected agent) and the turn taken by another host.
                 if not self.connected:
-                    return
-                if not slot_confirmed and self.client.exists(self.layout.slot(name, self.host)) is None:
-                    self.log.warning("service %s: the upgrade slot disappeared before the stop; switch abandoned", name)
-                    self.state.update(name, phase="idle", step="")
                     return
                 if not deregistered:
                     self.deregister(name)
+                if not self._holds_slot(name):
+                    self.log.warning("service %s: the upgrade slot is no longer ours before the stop; switch abandoned", name)
+                    self.state.update(name, phase="idle", step="")
+                    return
                 driver.stop(progress)
                 progress = self.state.update(name, step="stopped", pid=None)
             if progress.step == "stopped":
@@ -510,7 +561,7 @@ class Agent(object):
                     return
                 else:
                     registration = finish_turn(self.client, self.layout, name, self.host, progress.target,
-                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER))
+                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), presence=self._presence)
                     if registration is not None:
                         # Registered, slot freed and ready queue left in one transaction.
                         self._registered[name] = registration

@@ -14,14 +14,16 @@ Beyond that, per service, as kazoo's Lock watches only its predecessor:
 - in a rollback, the same among the hosts on the target (their registrations are the line);
 - the first host on the target of a rolling service watches slots and registrations for the
   completion of the service; a candidate whose dependency lags watches that dependency's
-  registrations; a host whose slot a controller holds watches the slot set.
+  registrations; a host whose slot a controller holds watches the slot set;
+- a host in its own turn (its agent's slot) is no candidate: nothing the others do changes a
+  switch that runs, and its own commits invalidate its view.
 
 So one host's upgrade wakes at most a few agents, whatever the size of the fleet.
 """
 
 from __future__ import annotations
 
-from ..core.rules import lagging_dependencies, rollout_stage
+from ..core.rules import agent_slot, lagging_dependencies, rollout_stage
 from ..store.views import GLOBAL
 
 CHILDREN = "children"
@@ -79,7 +81,11 @@ def service_watches(layout, host, snapshot, service):
             candidate = candidate or in_line[0]
             watches |= in_line[1]
     completion_watcher = on_target[:1] == [host] and rollout_stage(snapshot, service) == "rolling"
-    if candidate or completion_watcher or host in state.slots:
+    if host in state.slots and agent_slot(state.slots[host]):
+        # Our own turn: the switch runs to its end whatever the others do, and our own commits
+        # invalidate the view. Only the predecessors' watches stay (our place after the turn).
+        candidate = False
+    if candidate or completion_watcher or (host in state.slots and not agent_slot(state.slots[host])):
         watches |= {(CHILDREN, layout.slots(service)), (CHILDREN, layout.current_service(service))}
     if candidate:
         watches |= {(CHILDREN, layout.current_service(dep)) for dep in lagging_dependencies(snapshot, service)}

@@ -53,12 +53,24 @@ def failure_lines(report):
     ]
 
 
+def abandoned_slot_lines(report):
+    """One line per slot whose owner is no longer connected: who held it, what the host is, the command that frees it."""
+    return [
+        "%s on %s: held by %s, no longer connected; the host is %s. Free it with: %s" % (
+            name, host, entry["owner"], entry["instance"], entry["free_with"])
+        for name, service in sorted(report["services"].items()) for host, entry in sorted(service.get("abandoned_slots", {}).items())
+    ]
+
+
 def status_lines(report):
     """The whole status view as lines of text."""
     rollout = report["rollout"] or {}
     lines = ["rollout %s: %s (%s)" % (rollout.get("id", "-"), report["state"], report["reason"]),
              "deploy queue: %s" % (" -> ".join(report["deploy_queue"]) or "empty"), ""]
     lines += host_lines(report) + [""] + service_lines(report)
+    abandoned = abandoned_slot_lines(report)
+    if abandoned:
+        lines += ["", "slots without a connected owner (each keeps its host counted as down):"] + ["  " + line for line in abandoned]
     failures = failure_lines(report)
     if failures:
         lines += ["", "failures:"] + ["  " + line for line in failures]

@@ -18,6 +18,7 @@ from ..core.rules import (
     resolved_quorum,
     rollout_services,
     service_complete,
+    slot_owner_alive,
     service_hosts,
 )
 
@@ -51,7 +52,12 @@ def verdict(snapshot, name):
     healthy = healthy_hosts(snapshot, name)
     quorum = resolved_quorum(snapshot, name)
     budget = upgrade_budget(len(healthy), len(state.slots), quorum, release.max_parallel)
+    abandoned = abandoned_slots(snapshot, name)
     if budget == 0:
+        if len(state.slots) >= release.max_parallel and abandoned:
+            return "blocked", "%d of %d slots held, by owners no longer connected: %s; free each with: %s" % (
+                len(state.slots), release.max_parallel, ", ".join("%s (%s)" % (host, entry["owner"]) for host, entry in abandoned.items()),
+                "; ".join(entry["free_with"] for entry in abandoned.values()))
         if len(state.slots) >= release.max_parallel:
             return "rolling", "%d of %d slots held (%s)" % (len(state.slots), release.max_parallel, ", ".join(sorted(state.slots)))
         offline = [h for h in hosts if h not in state.registrations and h not in state.slots]
@@ -104,6 +110,32 @@ def host_report(snapshot):
     return report
 
 
+FREE_SLOT_COMMAND = ("ansible-playbook zkrollout.dc.control -e zkrollout_action=release_slot -e zkrollout_service=%s "
+                     "-e zkrollout_host=%s")
+
+
+def abandoned_slots(snapshot, name):
+    """``{host: {owner, instance, free_with}}``: slots of ``name`` whose owner is no longer connected.
+
+    Such a slot still counts its host as down (correctly: nobody vouches for its instance), and
+    with max_parallel 1 it stops the service's rollout until it is freed. ``instance`` says what
+    the tree knows of the host; ``free_with`` is the command that frees the slot
+    (``rollout_control`` refuses while the owner is connected).
+    """
+    state = snapshot.service(name)
+    found = {}
+    for host, slot in sorted(state.slots.items()):
+        if slot_owner_alive(snapshot, host, slot) is not False:
+            continue
+        registered = state.registrations.get(host)
+        found[host] = {
+            "owner": slot.owner,
+            "instance": "registered on %s" % registered if registered else "not registered (down, or unknown)",
+            "free_with": FREE_SLOT_COMMAND % (name, host),
+        }
+    return found
+
+
 def service_report(snapshot, name):
     """Everything about one service: target, quorum, counts, budget, queue, slots, failures, verdict."""
     state = snapshot.service(name)
@@ -129,6 +161,7 @@ def service_report(snapshot, name):
             host: (slot.to_dict() if slot is not None else {"malformed": True}) for host, slot in sorted(state.slots.items())
         },
         "failures": {host: (failure.to_dict() if failure is not None else {"malformed": True}) for host, failure in sorted(state.failures.items())},
+        "abandoned_slots": abandoned_slots(snapshot, name),
         "complete": service_complete(snapshot, name),
         "verdict": word,
         "reason": reason,

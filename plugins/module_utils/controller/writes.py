@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..core.model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
 from ..core.plan import PlanError, check_service, deploy_order, plan_release
+from ..core.rules import slot_owner_alive
 from ..store.commits import commit, missing_containers
 from ..store.reads import read_snapshot
 from .report import rollout_report
@@ -376,12 +377,18 @@ def _plan_release_slot(snapshot, layout, service, host, force, now):
     if host not in state.slots:
         return Change(before=before, after=before, message="%s holds no slot of %s" % (host, service))
     slot = state.slots[host]
-    stale = slot is not None and slot.deadline is not None and slot.deadline < now
-    if not (stale or force):
-        owner = slot.owner if slot is not None else "unknown (malformed slot)"
+    alive = slot_owner_alive(snapshot, host, slot)
+    if not force and slot is None:
+        raise WriteRefused("the slot of %s on %s is malformed, so its owner is unknown: inspect it with rollout_info and check the host, "
+                           "then pass force: true" % (service, host))
+    if not force and alive:
         raise WriteRefused(
-            "the slot of %s on %s (owner %s) is not past its deadline; releasing it while its owner is "
-            "still upgrading could break the quorum. Check the host, then pass force: true" % (service, host, owner)
-        )
+            "the slot of %s on %s is held by %s, whose ZooKeeper session is alive: it is still upgrading %s, and releasing its slot "
+            "could break the quorum. Wait for it, or check the host and pass force: true" % (service, host, slot.owner, host))
+    registered = state.registrations.get(host)
+    instance = ("%s is registered on %s" % (host, registered) if registered else
+                "%s is not registered, so it counts as not healthy until its agent registers it" % host)
     return Change(ops=(Op("delete", layout.slot(service, host)),), before=before,
-                  after={"slots": {service: sorted(set(state.slots) - {host})}}, message="released the slot of %s on %s" % (service, host))
+                  after={"slots": {service: sorted(set(state.slots) - {host})}},
+                  message="released the slot of %s on %s (%s); %s" % (
+                      service, host, "forced" if force and alive is not False else "owner %s no longer connected" % slot.owner, instance))

@@ -18,6 +18,8 @@ Tree (see docs/architecture.md)::
     <root>/deploy/<svc>-<seq>                   deploy queue entry (persistent sequential)
     <root>/rollout                              rollout state (persistent)
     <root>/locks/<svc>                          lock serialising slot decisions
+    <root>/agents/<host>                        the host's agent is connected (ephemeral)
+    <root>/sessions/<session>                   a controller's session is alive (ephemeral)
 """
 
 from __future__ import annotations
@@ -130,6 +132,27 @@ class Layout(object):
         """Parent of the per-service locks."""
         return self._join("locks")
 
+    @property
+    def agents(self):
+        """Parent of the agents' presence nodes."""
+        return self._join("agents")
+
+    def agent(self, host):
+        """Ephemeral presence of ``host``'s agent: its session is alive and has registered every healthy instance.
+
+        Its data version goes up with every registration the agent makes (see docs/architecture.md).
+        """
+        return self._join("agents", check_name("host", host))
+
+    @property
+    def sessions(self):
+        """Parent of the controllers' session nodes."""
+        return self._join("sessions")
+
+    def session(self, session):
+        """Ephemeral node of a controller's ZooKeeper session (hex id): the session that took its slots lives."""
+        return self._join("sessions", check_name("session", session))
+
     def containers(self):
         """Every persistent parent that must exist before agents and modules use the tree, top-down.
 
@@ -137,7 +160,7 @@ class Layout(object):
         """
         segments = self.root.split("/")[1:]
         ancestors = ["/" + "/".join(segments[:depth]) for depth in range(1, len(segments))]
-        return ancestors + [self.root, self.roster, self.current, self.staging, self.deploy, self.locks]
+        return ancestors + [self.root, self.roster, self.current, self.staging, self.deploy, self.locks, self.agents, self.sessions]
 
     # Roster and registrations.
     def service_roster(self, service):

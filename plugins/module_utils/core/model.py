@@ -178,6 +178,13 @@ def validate_timestamp(value, where=(None, ""), field_name="since"):
     return float(value)
 
 
+def validate_seconds(value, where=(None, ""), field_name="lease"):
+    """A duration in seconds, a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        _fail(where, field_name, value, "expected a number of seconds > 0")
+    return float(value)
+
+
 def validate_optional(validator):
     """Validator that also accepts None."""
 
@@ -365,8 +372,12 @@ class RolloutState(Payload):
 class Slot(Payload):
     """``staging/<svc>/upgrading/<host>``: an upgrade slot.
 
-    ``owner`` says who took it (``agent`` or ``controller:<id>``); ``deadline`` (epoch seconds,
-    optional) is when a controller-held slot may be considered abandoned.
+    ``owner`` says who took it (``agent:<host>`` or ``controller:<id>``) and ``session`` (hex)
+    the ZooKeeper session that took it. A controller's slot is a lease: it counts as abandoned
+    only once its owner's session is gone *and* ``lease`` seconds passed since the node's last
+    write (its ``mtime``, ZooKeeper's clock; the controller rewrites the slot while its play
+    runs). ``deadline`` is the taker's own-clock estimate of that moment, for people and for
+    slots written before leases.
     """
 
     kind = "upgrade slot"
@@ -376,6 +387,7 @@ class Slot(Payload):
     owner: str = _field(validate_text(256), "agent")
     session: str = _field(validate_optional(validate_text(32)), None)
     deadline: float = _field(validate_optional(validate_timestamp), None)
+    lease: float = _field(validate_optional(validate_seconds), None)
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,15 @@ def upgrade_budget(healthy, held_slots, quorum, max_parallel):
     return max(0, min(max_parallel - held_slots, healthy - quorum))
 
 
-def slot_verdict(service, candidate, healthy_hosts, slot_holders, quorum, max_parallel):
+def slot_verdict(service, candidate, healthy_hosts, slot_holders, quorum, max_parallel, confirmed_down=False):
     """Whether ``candidate`` may take an upgrade slot of ``service`` now, and why.
 
     ``healthy_hosts`` are the hosts registered in ``current/<service>``, ``slot_holders`` the
-    hosts holding a slot. A candidate that is not healthy already costs no quorum when it stops,
-    so only ``max_parallel`` limits it. Returns ``(allowed, reason)``.
+    hosts holding a slot. A candidate that is not registered is *down* when its agent is
+    connected (``confirmed_down``: the agent registers every healthy instance), and stopping it
+    costs no quorum; otherwise its state is *unknown* (its agent's session expired, or it has no
+    agent): its instance may well be serving, so it may stop only while the registered healthy
+    hosts alone meet the quorum. Returns ``(allowed, reason)``.
     """
     healthy = set(healthy_hosts) - set(slot_holders)
     held = len(set(slot_holders))
@@ -123,8 +126,15 @@ def slot_verdict(service, candidate, healthy_hosts, slot_holders, quorum, max_pa
         return True, "%s already holds a slot of %s" % (candidate, service)
     if held >= max_parallel:
         return False, "waiting: %s has %d of %d slots held (max_parallel %d)" % (service, held, max_parallel, max_parallel)
+    if candidate not in healthy and confirmed_down:
+        return True, "slot allowed: %s is down (its agent is connected and has not registered it), so stopping it costs %s no quorum" % (
+            candidate, service)
     if candidate not in healthy:
-        return True, "slot allowed: %s is down already, so stopping it costs %s no quorum" % (candidate, service)
+        if len(healthy) < quorum:
+            return False, ("waiting: %s is not registered and its agent is not connected, so its instance may be serving; %s has %d "
+                           "registered healthy, quorum %d" % (candidate, service, len(healthy), quorum))
+        return True, "slot allowed: %s's state is unknown (no registration, no agent), and %s keeps %d registered healthy >= quorum %d" % (
+            candidate, service, len(healthy), quorum)
     remaining = len(healthy - {candidate})
     if remaining < quorum:
         return False, "waiting: %s has %d healthy, quorum %d" % (service, len(healthy), quorum)

@@ -33,6 +33,19 @@ def agent_slot(slot):
     return slot is not None and (slot.owner == LEGACY_AGENT_OWNER or slot.owner.startswith(AGENT_OWNER))
 
 
+def slot_owner_alive(snapshot, host, slot):
+    """Whether the owner of ``host``'s ``slot`` is connected: True, False, or None when the snapshot did not read liveness.
+
+    An agent's slot lives with the presence node of that host's agent; a controller's with the
+    node of the session that took it. A malformed slot's owner is unknown (None).
+    """
+    if slot is None or snapshot.live_agents is None:
+        return None
+    if agent_slot(slot):
+        return host in snapshot.live_agents
+    return bool(slot.session) and slot.session in snapshot.live_sessions
+
+
 def service_hosts(snapshot, name):
     """Every host that runs ``name``: its roster hosts plus any host registered for it."""
     return sorted(set(snapshot.roster_of(name)) | set(snapshot.service(name).registrations))

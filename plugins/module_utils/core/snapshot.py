@@ -43,6 +43,7 @@ class ServiceState(object):
     failures: dict = field(default_factory=dict)
     problems: tuple = ()
     missing_subtrees: tuple = ()
+    slot_mtimes: dict = field(default_factory=dict)
 
     @property
     def ready_hosts(self):
@@ -56,7 +57,11 @@ class ServiceState(object):
 
 @dataclass(frozen=True)
 class Snapshot(object):
-    """The rollout tree at one moment."""
+    """The rollout tree at one moment.
+
+    ``live_agents`` (hosts whose agent is connected) and ``live_sessions`` (controller
+    sessions) are None when the read did not ask for them (an agent's own view).
+    """
 
     rollout: RolloutState = None
     rollout_version: int = -1
@@ -65,6 +70,8 @@ class Snapshot(object):
     services: dict = field(default_factory=dict)
     problems: tuple = ()
     exists: bool = True
+    live_agents: frozenset = None
+    live_sessions: frozenset = None
 
     def service(self, name):
         """The ServiceState of ``name`` (empty if the tree knows nothing of it)."""

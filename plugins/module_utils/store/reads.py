@@ -50,6 +50,7 @@ class Reader(object):
         self.watcher = watcher
         self.problems = []
         self.listings = {}
+        self.mtimes = {}
 
     def _watch(self, kind, path):
         return self.watcher.callback(kind, path) if self.watcher is not None else None
@@ -99,6 +100,7 @@ class Reader(object):
                 if watch is not None:
                     self._missed("exists", path)
                 continue
+            self.mtimes[path] = stat.mtime / 1000.0
             if empty_ok and not data:
                 result[path] = (None, stat.version)
                 continue
@@ -207,24 +209,30 @@ def read_parts(reader, layout, names, with_global=False):
             failures={_leaf(path): payload for path, (payload, _version) in failures.items() if path.startswith(layout.failures(name) + "/")},
             problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
             missing_subtrees=tuple(path for path in layout.release_children(name) if release is not None and children[path] is None),
+            slot_mtimes={_leaf(path): reader.mtimes[path] for path in slots if path.startswith(layout.slots(name) + "/")},
         )
     return global_part, services
 
 
-def read_snapshot(client, layout, services=None):
+def read_snapshot(client, layout, services=None, liveness=None):
     """Read the tree under ``layout.root`` into a Snapshot.
 
     With ``services``, only those services are read (plus the rollout node and the deploy
     queue); without, every service named anywhere in the tree, and the deploy entries' payloads.
+    ``liveness`` (default: when reading the whole tree) also lists the agents' presence nodes
+    and the controllers' session nodes, one listing each, in the same round trip.
     """
     reader = Reader(client)
     whole = services is None
     if whole and client.exists(layout.root) is None:
         return Snapshot(exists=False)
+    liveness = whole if liveness is None else liveness
+    sent_liveness = reader.send_children([layout.agents, layout.sessions] if liveness else [])
     if whole:
         top = reader.children([layout.roster, layout.current, layout.staging])
         services = sorted(set().union(*(reader.valid_names(parent, top[parent], "service") for parent in top)))
     (rollout, rollout_version, deploy_queue), states = read_parts(reader, layout, list(services), with_global=True)
+    alive = sent_liveness.result()
     deploy_entries = {}
     if whole:
         payloads = reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry)
@@ -236,4 +244,6 @@ def read_snapshot(client, layout, services=None):
         deploy_entries=deploy_entries,
         services=states,
         problems=tuple(message for _path, message in reader.problems),
+        live_agents=frozenset(alive.get(layout.agents) or ()) if liveness else None,
+        live_sessions=frozenset(alive.get(layout.sessions) or ()) if liveness else None,
     )

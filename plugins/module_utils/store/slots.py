@@ -30,7 +30,7 @@ import time
 
 from ..core.layout import split_sequential
 from ..core.model import PayloadError, RolloutState, Slot
-from .client import BadVersionError, NoNodeError, RolledBackError
+from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 from .locks import ServiceLock, release_leftover_locks
 from .reads import read_snapshot
 from .views import own_registrations
@@ -92,14 +92,15 @@ def complete_service(client, layout, service, identifier, still_complete):
         return "%s complete: removed from the deploy queue" % service
 
 
-def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT, leaving=()):
+def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT, leaving=(), checks=()):
     """Take the slot of ``host`` for ``service`` if ``allow(snapshot)`` says so on a fresh read.
 
     ``slot`` is the model.Slot payload to write; ``allow`` returns ``(allowed, reason)``;
     ``services`` are the services the decision reads (default: ``service`` alone); ``leaving``
     are nodes of ours deleted in the same transaction (the host's registration: its instance
-    is about to stop). Returns ``(taken, reason, snapshot)``; never raises for a lost race or a
-    busy lock.
+    is about to stop); ``checks`` are ``(path, version)`` pairs the decision rested on besides
+    (a down host's presence node: see ``layout.agent``). Returns ``(taken, reason, snapshot)``;
+    never raises for a lost race or a busy lock.
 
     The slot is created in one transaction that deletes our own lock node (the fence, and the
     release of the lock) and checks the versions of the release entry and the rollout node the
@@ -131,6 +132,9 @@ def take_slot(client, layout, service, host, slot, allow, services=None, identif
         for node in leaving:
             transaction.delete(node)
             what.append("%s was already gone" % node)
+        for path, version in checks:
+            transaction.check(path, version)
+            what.append("%s changed while deciding (its host registered an instance, or its agent went)" % path)
         results = transaction.commit()
         failed = [(index, result) for index, result in enumerate(results) if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
         if not failed:
@@ -173,12 +177,13 @@ def release_slot(client, layout, service, host, owner=None, leaving=()):
     return False
 
 
-def finish_turn(client, layout, service, host, version, owner):
+def finish_turn(client, layout, service, host, version, owner, presence=None):
     """End ``host``'s turn in one transaction: register ``version``, free its slot, leave the ready queue.
 
     The next host in line is woken once, by a tree where the new instance already counts as
     healthy and the slot is free. Our own registration left by an older session is replaced,
-    not trusted. The four reads it needs go out together. ``owner`` is as for ``release_slot``.
+    not trusted. The four reads it needs go out together. ``owner`` is as for ``release_slot``;
+    ``presence`` (the agent's presence node) has its version bumped, as every registration does.
     Returns the registration's path, or None when the slot is not ours (any more) or the tree
     changed meanwhile: the caller then takes the steps one by one.
     """
@@ -203,9 +208,62 @@ def finish_turn(client, layout, service, host, version, owner):
         if (split_sequential(node) or (None,))[0] == host:
             transaction.delete(layout.ready_member(service, node))
     transaction.delete(layout.slot(service, host), version=slot_stat.version)
+    if presence:
+        transaction.set_data(presence, b"")
     if any(isinstance(result, Exception) for result in transaction.commit()):
         return None
     return wanted
+
+
+def announce_session(client, layout, owner):
+    """Create the ephemeral node of this controller session (``layout.session``); returns its path.
+
+    Slots record the session that took them: while this node lives, no other controller and no
+    operator without ``force`` releases them.
+    """
+    path = layout.session("%x" % client.client_id[0])
+    try:
+        client.create(path, owner.encode("utf-8"), ephemeral=True, makepath=True)
+    except NodeExistsError:
+        pass
+    return path
+
+
+def zookeeper_now(client, session_path):
+    """ZooKeeper's clock, in epoch seconds: the mtime of a rewrite of our own session node.
+
+    Leases are judged by the server's clock (slot mtimes), never against a controller's own.
+    """
+    return client.set(session_path, client.get(session_path)[0]).mtime / 1000.0
+
+
+def renew_slot(client, layout, service, host, owner, deadline, session=None):
+    """Rewrite ``host``'s slot that ``owner`` holds (version-checked): its mtime, and so its lease, starts again.
+
+    ``session`` (hex) records the session that holds it now, after a session change.
+
+    Returns True if renewed; False when the slot is gone or changed hands.
+    """
+    path = layout.slot(service, host)
+    try:
+        data, stat = client.get(path)
+        slot = Slot.from_bytes(data, path)
+        if slot.owner != owner:
+            return False
+        client.set(path, dataclasses.replace(slot, deadline=deadline, session=session or slot.session).to_bytes(), version=stat.version)
+    except (NoNodeError, BadVersionError, PayloadError):
+        return False
+    return True
+
+
+def lease_expired(slot, mtime, now):
+    """Whether a controller slot's lease ran out at ZooKeeper time ``now`` (``mtime``: the slot node's, in seconds).
+
+    Slots written before leases fall back to their own-clock ``deadline``.
+    """
+    if slot.lease is not None:
+        return mtime is not None and now > mtime + slot.lease
+    return slot.deadline is not None and slot.deadline < time.time()
 
 
 def adopt_slot(client, layout, service, host, owner, session, deadline, to_version=None):

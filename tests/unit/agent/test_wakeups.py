@@ -64,6 +64,13 @@ def test_a_slot_holder_still_in_the_queue_keeps_its_place_in_the_line():
     assert service_watches(LAYOUT, "h02", snapshot, "app") == {ready_member("h01", 1)}
 
 
+def test_a_host_in_its_own_turn_is_woken_by_nothing_the_others_do():
+    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, slots="h01", quorum=50, max_parallel=2))
+    assert service_watches(LAYOUT, "h01", snapshot, "app") == set()
+    hosts = ["h%02d" % i for i in range(1, 101)]
+    assert watchers_of(SLOTS, snapshot, hosts) == ["h02"]
+
+
 def test_a_host_outside_the_queue_and_behind_the_target_watches_nothing_more():
     snapshot = tree(service(current=HUNDRED, ready="h01 h02", quorum=50))
     assert service_watches(LAYOUT, "h50", snapshot, "app") == set()
