@@ -13,6 +13,9 @@ from urllib.request import ProxyHandler, build_opener
 
 # Health checks target the host itself: never send them through a proxy from the environment.
 _DIRECT = build_opener(ProxyHandler({}))
+# A gap between two probes longer than their interval and timeout by this much (seconds) means
+# the agent itself was stopped; a health wait does not count that time.
+STALL = 1.0
 # A status line longer than this is not HTTP.
 _STATUS_LINE_LIMIT = 1024
 
@@ -109,7 +112,9 @@ class HealthTracker(object):
         Returns ``(healthy, reason)``. Gives up early when the process dies or ``stop`` is set.
         """
         self.reset()
+        interval = self.check.startup_interval or self.check.interval
         deadline = time.monotonic() + self.check.deadline
+        last = time.monotonic()
         while time.monotonic() < deadline:
             if not is_running():
                 return False, "the process of %s %s exited during its health check" % (self.config.name, version)
@@ -117,5 +122,12 @@ class HealthTracker(object):
                 return True, "%d consecutive health checks passed" % self.check.rise
             if stop is not None and stop.is_set():
                 return False, "the agent is stopping"
-            time.sleep(self.check.startup_interval or self.check.interval)
+            time.sleep(interval)
+            now = time.monotonic()
+            stalled = now - last - interval - self.check.timeout
+            if stalled > STALL:
+                # The agent itself did not run (SIGSTOP, a VM pause): that time was not the
+                # instance's to get healthy in, so it does not count against the deadline.
+                deadline += stalled
+            last = now
         return False, "no %d consecutive passing health checks within %gs" % (self.check.rise, self.check.deadline)

@@ -227,3 +227,23 @@ def test_wait_healthy_forgets_the_verdict_of_the_previous_instance():
     assert [health.update("1.0") for _unused in range(2)] == [False, True]
     health.probe = lambda version: False
     assert health.wait_healthy("2.0", lambda: True)[0] is False
+
+
+def test_wait_healthy_does_not_count_time_the_agent_itself_was_stopped(monkeypatch):
+    # The agent is frozen (SIGSTOP, a VM pause) for 100 s inside a 5 s deadline: when it runs
+    # again, the instance gets its probes instead of being judged failed unseen.
+    import ansible_collections.zkrollout.dc.plugins.module_utils.agent.health as health_module
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(health_module.time, "monotonic", lambda: clock["now"])
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock["now"] += seconds + (100.0 if len(sleeps) == 1 else 0.0)
+
+    monkeypatch.setattr(health_module.time, "sleep", sleep)
+    health = tracker(command=("true",), rise=3, interval=0.5, deadline=5.0)
+    results = iter([False, True, True, True])
+    health.probe = lambda version: next(results)
+    assert health.wait_healthy("2.0", lambda: True) == (True, "3 consecutive health checks passed")
