@@ -141,7 +141,8 @@ class SlotSampler(object):
     """Reads the slot set of A every ``interval`` s on its own session; the budget as ZooKeeper saw it.
 
     ``max_held``: most slots held at once; ``owners_together``: the sets of owners seen holding
-    slots at the same time; ``samples``.
+    slots at the same time; ``renewed``: hosts whose slot was rewritten (its lease renewed) while
+    held by the same owner; ``samples``.
     """
 
     def __init__(self, client, layout, interval=0.02):
@@ -151,6 +152,8 @@ class SlotSampler(object):
         self.interval = interval
         self.max_held = 0
         self.owners_together = set()
+        self.renewed = set()
+        self._deadlines = {}
         self.samples = 0
         self.failure = None
         self._stop = threading.Event()
@@ -189,6 +192,11 @@ class SlotSampler(object):
                 self.max_held = max(self.max_held, len(held))
                 if held:
                     self.owners_together.add(frozenset(slot.owner if slot else "malformed" for slot in held.values()))
+                for host, slot in held.items():
+                    seen = self._deadlines.get(host)
+                    if slot is not None and seen is not None and seen[0] == slot.owner and seen[1] != slot.deadline:
+                        self.renewed.add(host)
+                self._deadlines = {host: (slot.owner, slot.deadline) for host, slot in held.items() if slot is not None}
                 self._stop.wait(self.interval)
         except Exception as exc:  # surfaced by the test through ``failure``
             self.failure = repr(exc)

@@ -12,7 +12,8 @@ throughout. Every schedule checks:
   (``HOSTS - max_parallel``: the agents may use every slot; one less when the schedule kills an
   instance from outside);
 - **dependency order**: no instance of B began its switch before the last A was healthy on
-  its target;
+  its target, not counting the A of a host whose agent a fault cut off (a straggler, which
+  follows A to its target afterwards by the documented rule);
 - **convergence**: once the faults stopped, the rollout is done within a bound and every
   instance runs, registered and healthy, on its target;
 - **nothing left over**: no slot, no lock node, and every agent connected again.
@@ -183,14 +184,20 @@ def describe(seed):
                                                        ", ".join("%s at %.1fs" % (name, at) for at, name in faults))
 
 
-def _apply(bed, ensemble, seed, faults, log):
-    """Run the faults at their moments, one after another (each waits until it is undone)."""
+# Faults that leave a host's agent without a session for a while: that host may miss a turn.
+AGENT_FAULTS = ("kill_agent", "freeze_agent", "freeze_slot_holder")
+
+
+def _apply(bed, ensemble, seed, faults, log, cut_off):
+    """Run the faults at their moments, one after another (each waits until it is undone); ``cut_off`` gets the hosts of agent faults."""
     rng = random.Random(seed * 7919 + 1)
     started = time.monotonic()
     for at, name in faults:
         time.sleep(max(0.0, started + at - time.monotonic()))
         try:
             target = FAULTS[name](bed, ensemble, rng)
+            if name in AGENT_FAULTS:
+                cut_off.add(target)
             log.append("%.1fs %s (%s)" % (time.monotonic() - started, name, target))
         except Exception as exc:  # pylint: disable=broad-except
             log.append("%.1fs %s could not be applied: %s: %s" % (time.monotonic() - started, name, exc.__class__.__name__, exc))
@@ -209,7 +216,8 @@ def run_schedule(seed, store, ensemble, client, root):
         log = []
         # On this thread: a ZooKeeper member gets SIGKILL when the thread that started it ends
         # (tests/bed/zookeeper.py), so a member restarted by a fault must not belong to a helper thread.
-        _apply(bed, ensemble, seed, faults, log)
+        cut_off = set()
+        _apply(bed, ensemble, seed, faults, log, cut_off)
         ensemble.heal()
         outcome.schedule = log
         try:
@@ -222,15 +230,26 @@ def run_schedule(seed, store, ensemble, client, root):
         for name in ("A", "B"):
             if outcome.min_healthy.get(name, 0) < quorum:
                 outcome.problems.append("quorum: %s dropped to %s healthy (quorum %d)" % (name, outcome.min_healthy.get(name), quorum))
-        reached, started = bed.history.reached("A", V2), bed.history.switch_started("B", V2)
+        # A host whose agent had no session when A completed is a straggler by the documented rule
+        # (docs/architecture.md, "Stragglers"): it follows A to its target later, so it is not
+        # held against B. Every other host's A must be on its target before any B goes down.
+        stragglers = {bed.url(host, "A") for host in cut_off}
+        reached = {url: t for url, t in bed.history.reached("A", V2).items() if url not in stragglers}
+        started = bed.history.switch_started("B", V2)
         if reached and started and min(started.values()) < max(reached.values()):
-            outcome.problems.append("dependency order: B began switching %.2fs before the last A was on %s"
-                                    % (max(reached.values()) - min(started.values()), V2))
+            outcome.problems.append("dependency order: B began switching %.2fs before the last A was on %s; A reached it at %s; B "
+                                    "switches began at %s; faults: %s; A history %s; B history %s" % (
+                                        max(reached.values()) - min(started.values()), V2, _times(reached), _times(started),
+                                        "; ".join(log), bed.history.of("A"), bed.history.of("B")))
         outcome.problems += _leftovers(bed)
         if outcome.problems:
             outcome.problems.append("agent logs:\n" + bed.agent_logs(lines=8))
     outcome.seconds = time.monotonic() - began
     return outcome
+
+
+def _times(by_url):
+    return ", ".join("%s %.2fs" % (url.rsplit(":", 1)[-1], t) for url, t in sorted(by_url.items(), key=lambda item: item[1]))
 
 
 def _leftovers(bed):
