@@ -449,7 +449,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"hosts": args.hosts, "startup": args.startup, "jitter": args.jitter, "seed": args.seed, "delays": delays,
-                       "health_interval": args.health_interval, "startup_interval": args.startup_interval or args.health_interval, "rise": args.rise, "monitor_interval": args.monitor_interval,
+                       "health_interval": args.health_interval, "startup_interval": args.startup_interval or args.health_interval,
+                       "rise": args.rise, "monitor_interval": args.monitor_interval,
                        "targets": {"ratio": TARGET_RATIO, "handoff_p50": TARGET_P50, "handoff_p99": TARGET_P99}, "results": results},
                       out, indent=1)
     return 1 if failed else 0

@@ -83,12 +83,25 @@ from ansible.utils.display import Display
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import CONTROLLER_OWNER, controller_owner, service_hosts, slot_owner_alive, strictest_limits
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import (
+    CONTROLLER_OWNER,
+    controller_owner,
+    service_hosts,
+    slot_owner_alive,
+    strictest_limits,
+)
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ZK_ERRORS, ConnectionOptions, ZkConnectionError, connect, disconnect
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import watch_listings
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import (adopt_slot, announce_session, lease_expired, release_slot, renew_slot,
-                                                                               take_slot, zookeeper_now)
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import (
+    adopt_slot,
+    announce_session,
+    lease_expired,
+    release_slot,
+    renew_slot,
+    take_slot,
+    zookeeper_now,
+)
 
 display = Display()
 

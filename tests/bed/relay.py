@@ -76,7 +76,7 @@ class Relay(object):
         while not self._closed.is_set():
             try:
                 client, _address = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -10,8 +10,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report imp
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import slot_verdict
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import (announce_session, lease_expired, renew_slot, take_slot,
-                                                                              zookeeper_now)
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import announce_session, lease_expired, renew_slot, take_slot, zookeeper_now
 
 from . import tree
 from .tree import release, service

@@ -16,7 +16,6 @@ from kazoo.exceptions import LockTimeout
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock, release_leftover_locks
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import service_lock
-
 from ansible_collections.zkrollout.dc.tests.bed.relay import Relay
 
 

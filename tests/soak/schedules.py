@@ -180,8 +180,8 @@ def quorum_of(max_parallel, faults):
 def describe(seed):
     """One line saying what schedule ``seed`` does."""
     max_parallel, faults = draw(seed)
-    return "seed %d: max_parallel %d, quorum %d; %s" % (seed, max_parallel, quorum_of(max_parallel, faults),
-                                                       ", ".join("%s at %.1fs" % (name, at) for at, name in faults))
+    steps = ", ".join("%s at %.1fs" % (name, at) for at, name in faults)
+    return "seed %d: max_parallel %d, quorum %d; %s" % (seed, max_parallel, quorum_of(max_parallel, faults), steps)
 
 
 # Faults that leave a host's agent without a session for a while: that host may miss a turn.

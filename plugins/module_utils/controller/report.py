@@ -18,8 +18,8 @@ from ..core.rules import (
     resolved_quorum,
     rollout_services,
     service_complete,
-    slot_owner_alive,
     service_hosts,
+    slot_owner_alive,
 )
 
 
