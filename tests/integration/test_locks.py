@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from kazoo.exceptions import LockTimeout
+from kazoo.exceptions import ConnectionLoss, LockTimeout
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock, release_leftover_locks
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import service_lock
@@ -116,5 +116,19 @@ def test_a_release_lost_in_flight_is_deleted_once_the_connection_is_back(client,
     assert partitioned.client_id == session, "the session should have survived"
     assert len(client.get_children(layout.lock("A"))) == 1, "the leaked node is still there before the clean-up"
     assert release_leftover_locks(partitioned) == 0
+    assert client.get_children(layout.lock("A")) == []
+    assert ServiceLock(client, layout.lock("A"), "h2").acquire(timeout=1)
+
+
+def test_a_read_that_fails_behind_the_lock_leaves_no_lock_node(client, layout):
+    client.ensure_path(layout.lock("A"))
+
+    def read():
+        # What a connection loss does to the guarded read (a frozen member): the lock's own create went through.
+        raise ConnectionLoss("the read was lost with the connection")
+
+    with pytest.raises(ConnectionLoss):
+        with service_lock(client, layout, "A", "h1", read=read):
+            pass
     assert client.get_children(layout.lock("A")) == []
     assert ServiceLock(client, layout.lock("A"), "h2").acquire(timeout=1)

@@ -120,7 +120,7 @@ class ServiceLock(object):
                 remember_leftover(self.client, self.path, node=self.node)
             else:
                 remember_leftover(self.client, self.path, prefix=self.prefix)
-            self.node = None
+            self.node, self._sent = None, None
             raise
 
     def _created_and_listed(self):
@@ -157,16 +157,23 @@ class ServiceLock(object):
 
     def released_by_commit(self):
         """Our node was deleted by a transaction that also did the guarded write."""
-        self.node = None
+        self.node, self._sent = None, None
 
     def release(self):
-        """Delete our node; a failed delete is remembered (never raised) for ``release_leftover_locks``."""
-        if not self.node:
-            return
-        node, self.node = self.node, None
-        try:
-            self.client.delete(self.path + "/" + node)
-        except NoNodeError:
-            pass
-        except (KazooException, KazooTimeoutError):
-            remember_leftover(self.client, self.path, node=node)
+        """Delete our node; a failed delete is remembered (never raised) for ``release_leftover_locks``.
+
+        Also after a failure between ``send()`` and ``acquire()`` (the guarded read raised): the
+        create may have succeeded without our knowing the node's name, so our prefix is looked
+        for. Such a node would otherwise block the service for as long as our session lives.
+        """
+        node, sent, self.node, self._sent = self.node, self._sent, None, None
+        if node:
+            try:
+                self.client.delete(self.path + "/" + node)
+            except NoNodeError:
+                pass
+            except (KazooException, KazooTimeoutError):
+                remember_leftover(self.client, self.path, node=node)
+        elif sent is not None:
+            remember_leftover(self.client, self.path, prefix=self.prefix)
+            release_leftover_locks(self.client)

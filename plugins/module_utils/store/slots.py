@@ -51,13 +51,14 @@ def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT, read
     release_leftover_locks(client)
     lock = ServiceLock(client, layout.lock(service), identifier)
     lock.send()
-    fresh = read() if read is not None else None
-    acquired = lock.acquire(timeout)
     try:
+        fresh = read() if read is not None else None
+        acquired = lock.acquire(timeout)
         if acquired and lock.waited and read is not None:
             fresh = read()
         yield (lock if acquired else None), fresh
     finally:
+        # Whatever failed on the way (the read too): our contender node must not outlive this turn.
         lock.release()
 
 
