@@ -166,3 +166,18 @@ def test_a_host_that_was_down_during_the_rollout_starts_the_target_when_it_comes
     assert [version for _unused, version in fleet.history.of("A")[fleet.url(absent, "A")]] == [None, V2]
     assert fleet.snapshot().rollout.state == "done"
     fleet.assert_quorum({"A": QUORUM}, request)
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_restarted_before_its_old_session_expired_registers_again_when_that_session_goes(bed, request):
+    # rise 1: the new process finds its instance healthy on its very first look.
+    fleet = bed(hosts=2, services=("A",), health={"rise": 1}).start()
+    host = fleet.hosts[0]
+    old_session = fleet.registration_owner("A", host)
+    # Restart at once: the new process finds the old process's registration, still alive for up
+    # to the session timeout (4 s), and must not take it for its own.
+    fleet.fleet.kill(host)
+    fleet.fleet.start(host)
+    fleet.wait_for(lambda: fleet.registration_owner("A", host) not in (None, old_session), 15,
+                   "%s's A to be registered by the new agent's own session (the old one's node is gone with it)" % host)
+    fleet.assert_quorum({"A": 1}, request)

@@ -225,7 +225,8 @@ def run_schedule(seed, store, ensemble, client, root):
             for name in ("A", "B"):
                 bed.wait_all_on(name, V2, timeout=60.0)
         except AssertionError as exc:
-            outcome.problems.append("no convergence: %s" % str(exc).splitlines()[0])
+            # The wait's message holds the rollout report: what each host runs, slots, verdicts.
+            outcome.problems.append("no convergence: %s" % "\n    ".join(str(exc).splitlines()[:40]))
         outcome.min_healthy = dict(bed.monitor.min_healthy)
         for name in ("A", "B"):
             if outcome.min_healthy.get(name, 0) < quorum:

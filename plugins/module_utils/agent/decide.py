@@ -47,7 +47,9 @@ class LocalView(object):
     ``running`` is the version of the running instance (None: not running), ``healthy`` the
     health verdict after rise/fall, ``prepared`` the verified versions on disk, ``progress``
     the persisted ServiceProgress; ``managed`` is False for the ``external`` driver, whose
-    service the agent only reports on.
+    service the agent only reports on; ``own_registration`` is False when this session has not
+    registered the running version itself: a registration of this host in the tree may then be
+    left by an older session of ours (a restarted agent), which goes when that session expires.
     """
 
     service: str
@@ -56,6 +58,7 @@ class LocalView(object):
     healthy: bool = False
     prepared: frozenset = frozenset()
     managed: bool = True
+    own_registration: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,10 @@ def monitor_decision(host, snapshot, local, connected):
             return Decision(DEREGISTER, "the externally managed %s is %s: deregister" % (
                 local.service, "not running" if local.running is None else "unhealthy"))
         return Decision(WAIT, "the externally managed %s is %s" % (local.service, "not running" if local.running is None else "not healthy yet"))
-    if registration is None or registration != local.running:
-        return Decision(REGISTER, "register the externally managed %s %s as healthy" % (local.service, local.running), local.running)
+    if registration is None or registration != local.running or not local.own_registration:
+        return Decision(REGISTER, "register the externally managed %s %s as healthy%s" % (
+            local.service, local.running, "" if registration is None or registration != local.running else
+            " (the registration in the tree was left by an older session of ours)"), local.running)
     return Decision(WAIT, "monitoring the externally managed %s %s" % (local.service, local.running))
 
 
@@ -146,8 +151,11 @@ def decide(host, snapshot, local, connected):
         if registration is not None:
             return Decision(DEREGISTER, "health check of %s %s failing: deregister" % (service, local.running))
         return Decision(WAIT, "waiting: %s %s is not healthy yet" % (service, local.running))
-    if registration is None or registration != local.running:
-        return Decision(REGISTER, "register %s %s as healthy" % (service, local.running), local.running)
+    if registration is None or registration != local.running or not local.own_registration:
+        # A node left by an older session of ours is not trusted: it goes when that session expires.
+        return Decision(REGISTER, "register %s %s as healthy%s" % (
+            service, local.running, "" if registration is None or registration != local.running else
+            " (the registration in the tree was left by an older session of ours)"), local.running)
     release = rollout_release(snapshot, service)
     if host in state.slots:
         slot = state.slots[host]

@@ -160,8 +160,9 @@ class Agent(object):
             self.probe(name)
         verdict = self._verdicts.get(name)
         running, healthy = verdict if verdict is not None else (self.drivers[name].running_version(progress), False)
+        own = running is not None and self._registered.get(name) == self.layout.registration(name, self.host, running)
         return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
-                         managed=config.driver != "external")
+                         managed=config.driver != "external", own_registration=own)
 
     # Health: one worker per service, apart from the decision loop.
     def _health_worker(self, name):
@@ -242,6 +243,8 @@ class Agent(object):
             self._session = session
             self._roster_written = False
             self._presence = None
+            # Registrations of the old session are gone, or go when it expires: none is ours.
+            self._registered = {}
             self.view.session_lost()
         if time.monotonic() >= self._next_tick:
             # Jittered, so a fleet restarted at once does not tick in step.

@@ -491,3 +491,12 @@ def test_a_malformed_slot_counts_as_held_and_is_not_released_by_the_agent():
 def test_a_release_without_its_sub_trees_waits_and_names_them():
     snapshot = _with(tree(service(current=FIVE, quorum=1)), missing_subtrees=("/dc/staging/app/ready",))
     assert_decision(decided(snapshot), WAIT, "lacks /dc/staging/app/ready", "re-stage app")
+
+
+def test_a_registration_left_by_an_older_session_of_ours_is_made_again_not_trusted():
+    # A restarted agent finds h1@1.0 in the tree, from its previous process: that node goes
+    # when the old session expires, and nothing would wake this idle host to notice.
+    snapshot = tree(service(current=FIVE, quorum=1))
+    view = dataclasses.replace(local(), own_registration=False)
+    assert_decision(decided(snapshot, view), REGISTER, "left by an older session of ours")
+    assert decided(snapshot, local()).action != REGISTER
