@@ -14,7 +14,9 @@ description:
   - V(pause) and V(abort) stop new upgrades; upgrades in flight finish or roll back.
     V(resume) continues a paused rollout. V(retry) clears a service's failure records and
     resumes a failed rollout. V(release_slot) frees the upgrade slot of a host whose owner
-    (usually a controller that died) is past the slot's deadline.
+    (the host's agent, or the controller session that took it) is no longer connected; the
+    message says what the tree knows of the host (registered on a version, or not registered).
+    A slot whose owner is connected is refused, whatever its deadline says.
 options:
   action:
     description: What to do.
@@ -29,8 +31,8 @@ options:
     type: str
   force:
     description:
-      - With O(action=release_slot), release a slot that is not past its deadline (or has none, as
-        agents' slots do). Only do this after checking that the host is not upgrading.
+      - With O(action=release_slot), release the slot even while its owner is connected, or when its
+        payload is malformed (owner unknown). Only do this after checking that the host is not upgrading.
     type: bool
     default: false
   reason:

@@ -14,9 +14,9 @@ description:
     controllers and the agents share one budget, and hosts that are already down count against it.
   - A slot is taken under the service's lock, on a fresh read, when fewer than C(max_parallel)
     slots are held and C(healthy - 1 >= quorum), where healthy hosts are the ones registered in
-    C(<root>/current/<service>) (by the host's agent) that hold no slot. Offline and unreachable
-    hosts count as down; a host that is down already costs no quorum, so it only needs a free
-    slot. Hosts are tried in inventory order; one that has to wait does not hold back a later
+    C(<root>/current/<service>) (by the host's agent) that hold no slot. Hosts that are not
+    registered count against the quorum; one whose agent is connected is down and costs no quorum
+    to stop, one without a connected agent is unknown (see below). Hosts are tried in inventory order; one that has to wait does not hold back a later
     host that may start.
   - "Sliding window, no batch barrier as with C(serial): as soon as a host has finished the play
     and its instance is registered healthy again, its slot is released and the next host starts.
