@@ -55,6 +55,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report imp
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.integration import tree  # noqa: E402
 
@@ -62,35 +63,6 @@ OLD, NEW = "1.0.0", "2.0.0"
 SAFETY_TICK = 60.0
 LOOP_WAIT = 5.0
 WINDOW = 20
-
-
-class SimulatedInstance(object):
-    """The local side of one service: a version that "runs" in memory and is healthy at once."""
-
-    def __init__(self, version):
-        self.version = version
-        self.healthy = True
-
-    # Driver.
-    def running_version(self, _progress):
-        return self.version
-
-    def start(self, version):
-        self.version = version
-
-    def stop(self, _progress):
-        self.version = None
-
-    # HealthTracker.
-    def reset(self):
-        pass
-
-    def update(self, version):
-        return version is not None
-
-    def wait_healthy(self, version, _is_running, _stop=None):
-        time.sleep(0.02)
-        return True, "simulated instance healthy"
 
 
 def agent_config(host, services, workdir, zk_hosts, root):
@@ -141,7 +113,7 @@ class SimulatedFleet(object):
         for index, host in enumerate(self.hosts[:real]):
             agent = Agent(agent_config(host, services, workdir, zk.hosts, root), logger=quiet, client=self.clients[index % len(self.clients)])
             for name in services:
-                instance = SimulatedInstance(OLD)
+                instance = InMemoryInstance(OLD, rise_seconds=0.02)
                 agent.drivers[name] = instance
                 agent.health[name] = instance
                 agent.state.update(name, version=OLD)

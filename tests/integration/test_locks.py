@@ -75,12 +75,17 @@ def test_our_lock_holds_off_kazoos_recipe_and_is_released_by_the_slot_transactio
     assert other.Lock(layout.lock("A"), identifier="controller").acquire(timeout=2)
 
 
-def test_a_release_while_disconnected_longer_than_kazoos_retries_frees_the_lock_on_reconnect(client, zk, zk_connect, layout, relay):
+def _lock_held_through(relay, client, zk_connect, layout):
+    """``(client, its session id, ServiceLock)``: A's lock held by a client connected through ``relay``."""
     partitioned = zk_connect(relay.hosts, session_timeout=12)
-    session = partitioned.client_id
     lock = ServiceLock(partitioned, layout.lock("A"), "h1")
     client.ensure_path(layout.lock("A"))
     assert lock.acquire(timeout=5)
+    return partitioned, partitioned.client_id, lock
+
+
+def test_a_release_while_disconnected_longer_than_kazoos_retries_frees_the_lock_on_reconnect(client, zk, zk_connect, layout, relay):
+    partitioned, session, lock = _lock_held_through(relay, client, zk_connect, layout)
     relay.cut()
     _wait(lambda: partitioned.state != "CONNECTED", what="the cut client to notice")
     releasing = threading.Thread(target=lock.release)
@@ -97,11 +102,7 @@ def test_a_release_while_disconnected_longer_than_kazoos_retries_frees_the_lock_
 
 
 def test_a_release_lost_in_flight_is_deleted_once_the_connection_is_back(client, zk, zk_connect, layout, relay):
-    partitioned = zk_connect(relay.hosts, session_timeout=12)
-    session = partitioned.client_id
-    lock = ServiceLock(partitioned, layout.lock("A"), "h1")
-    client.ensure_path(layout.lock("A"))
-    assert lock.acquire(timeout=5)
+    partitioned, session, lock = _lock_held_through(relay, client, zk_connect, layout)
     relay.hold()
     releasing = threading.Thread(target=lock.release)
     releasing.start()

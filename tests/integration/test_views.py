@@ -21,6 +21,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import R
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import complete_service, take_slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
+from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance
 
 from . import tree
 
@@ -181,32 +182,6 @@ def test_completion_is_decided_again_on_a_fresh_read_under_the_lock(client, layo
         fleet.close()
 
 
-class _LocalInstance(object):
-    """The local side of one service in memory (driver and health): healthy at once; stops are recorded."""
-
-    def __init__(self, version):
-        self.version, self.stops, self.healthy = version, [], True
-
-    def running_version(self, _progress):
-        return self.version
-
-    def start(self, version):
-        self.version = version
-
-    def stop(self, _progress):
-        self.stops.append(self.version)
-        self.version = None
-
-    def reset(self):
-        pass
-
-    def update(self, version):
-        return version is not None
-
-    def wait_healthy(self, version, _is_running, _stop=None):
-        return True, "healthy"
-
-
 def _agent_on(client, layout, zk, tmp_path, host):
     """The real agent code for ``host`` (service A on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance."""
     for version in ("1.0.0", "2.0.0"):
@@ -217,7 +192,7 @@ def _agent_on(client, layout, zk, tmp_path, host):
                            "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true"], "health": {"command": ["true"]}}}},
                           "test agent config")
     agent = Agent(config, client=client)
-    instance = _LocalInstance("1.0.0")
+    instance = InMemoryInstance("1.0.0")
     agent.drivers["A"] = agent.health["A"] = instance
     agent.state.update("A", version="1.0.0")
     agent.connect()
