@@ -73,6 +73,7 @@ def agent_config(host, services, workdir, zk_hosts, root):
         "zookeeper": {"hosts": zk_hosts, "root": root, "session_timeout": 20.0},
         "loop_wait": LOOP_WAIT,
         "safety_tick": SAFETY_TICK,
+        "allowed_url_prefixes": ["https://artifacts.example/"],
         # The simulated instances never fail: a slow health worker keeps 3 x N threads from crowding the process.
         "services": {name: {"install_dir": os.path.join(workdir, "install", name), "command": ["true"],
                             "health": {"command": ["true"], "interval": 10.0}} for name in services},
@@ -300,6 +301,7 @@ def real_agent_process(zk, root, services, workdir, seconds=30.0):
         config = {
             "host": "probe", "state_dir": os.path.join(workdir, "probe"),
             "zookeeper": {"hosts": zk.hosts, "root": root},
+            "allowed_url_prefixes": ["https://artifacts.example/"],
             "services": {name: {"install_dir": os.path.join(workdir, "probe-install", name), "driver": "external", "version_file": version_file,
                                 "health": {"http": "http://127.0.0.1:%d/" % port}} for name in services},
         }

@@ -73,6 +73,7 @@ class AgentFleet(object):
             "host": host,
             "state_dir": self.state_dir(host),
             "loop_wait": self.loop_wait,
+            "allowed_url_prefixes": sorted({spec["initial"]["url"].rsplit("/", 1)[0] + "/" for spec in self.services.values()}),
             "zookeeper": {"hosts": self.zk_hosts, "root": self.zk_root, "session_timeout": self.session_timeout, "timeout": 5.0},
             "services": services,
         }

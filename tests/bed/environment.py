@@ -143,6 +143,7 @@ class FleetEnvironment(object):
             "zkrollout_agent_zk_hosts": self.zk_hosts,
             "zkrollout_agent_loop_wait": self.loop_wait,
             "zkrollout_agent_zk_session_timeout": self.session_timeout,
+            "zkrollout_agent_allowed_url_prefixes": "'%s'" % json.dumps([self.server.url("")]),
             "zkrollout_agent_services": "'%s'" % json.dumps(self.agent_services(host)),
         }
 

@@ -189,6 +189,7 @@ def _agent_on(client, layout, zk, tmp_path, host):
         directory.mkdir(parents=True)
         (directory / VERIFIED_MARKER).touch()
     config = parse_config({"host": host, "state_dir": str(tmp_path / "state"), "zookeeper": {"hosts": zk.hosts, "root": layout.root},
+                           "allowed_url_prefixes": ["https://artifacts.example/"],
                            "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true"], "health": {"command": ["true"]}}}},
                           "test agent config")
     agent = Agent(config, client=client)

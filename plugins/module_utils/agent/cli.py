@@ -32,6 +32,7 @@ def _status(config, as_json):
         return 1
     age = time.time() - status.get("updated", 0)
     status["age_seconds"] = round(age, 1)
+    status["warnings"] = list(config.warnings)
     if as_json:
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
@@ -48,6 +49,8 @@ def _status(config, as_json):
     print("  ZooKeeper: %d requests sent, %d watch notifications received" % (zookeeper.get("requests", 0), zookeeper.get("notifications", 0)))
     for problem in status.get("problems") or ():
         print("  PROBLEM: %s" % problem)
+    for warning in config.warnings:
+        print("  WARNING: %s" % warning)
     return 0
 
 
@@ -67,12 +70,16 @@ def main(argv=None):
         return 2
     if args.command == "check":
         print("%s: valid config for host %s, services %s" % (args.config, config.host, ", ".join(config.service_names)))
+        for warning in config.warnings:
+            print("WARNING: %s" % warning)
         return 0
     if args.command == "status":
         return _status(config, args.json)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s " + config.host + " %(levelname)s %(name)s: %(message)s")
     logging.getLogger("zkrollout.agent.kazoo").setLevel(logging.WARNING)
+    for warning in config.warnings:
+        logging.getLogger("zkrollout.agent").warning(warning)
     agent = Agent(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_unused: agent.stop())

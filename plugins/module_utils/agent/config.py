@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.layout import LayoutError, check_name
 from ..core.model import Artifact, PayloadError, validate_version
 from ..store.client import ConnectionOptions, ZkConnectionError
+from .artifacts import ArtifactError, check_url, normalize_prefix
 
 # exec: the agent runs the process; systemd: one unit per version; external: something else (a
 # controller play, an operator) upgrades the service and the agent only reports its health and version.
@@ -48,6 +49,27 @@ class HealthCheck(object):
 
 
 @dataclass(frozen=True)
+class FetchPolicy(object):
+    """Where artifacts may come from and how much of them the agent fetches (see artifacts.py).
+
+    ``allowed_url_prefixes`` is required unless ``allow_any_url`` (labs only) is set.
+    ``download_timeout`` bounds a whole download, ``download_read_timeout`` each socket read;
+    ``max_download_bytes`` the artifact; ``max_unpacked_bytes`` and ``max_members`` the archive.
+    """
+
+    allowed_url_prefixes: tuple = ()
+    allow_any_url: bool = False
+    download_timeout: float = 60.0
+    download_read_timeout: float = 30.0
+    max_download_bytes: int = 1 << 30
+    max_unpacked_bytes: int = 4 << 30
+    max_members: int = 100000
+
+
+DEFAULT_FETCH = FetchPolicy()
+
+
+@dataclass(frozen=True)
 class ServiceConfig(object):
     """One service this host runs."""
 
@@ -62,6 +84,8 @@ class ServiceConfig(object):
     initial_version: str = None
     initial_artifact: object = None
     env: dict = field(default_factory=dict)
+    # The agent's, copied into every service it prepares artifacts for.
+    fetch: FetchPolicy = DEFAULT_FETCH
 
     def version_dir(self, version):
         """Where ``version`` is unpacked."""
@@ -85,14 +109,31 @@ class AgentConfig(object):
     safety_tick: float = 60.0
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = None
-    allowed_url_prefixes: tuple = ()
-    download_timeout: float = 60.0
+    fetch: FetchPolicy = DEFAULT_FETCH
     path: str = ""
 
     @property
     def service_names(self):
         """Configured services, sorted."""
         return sorted(self.services)
+
+    @property
+    def allowed_url_prefixes(self):
+        """The URL prefixes artifacts may come from."""
+        return self.fetch.allowed_url_prefixes
+
+    @property
+    def download_timeout(self):
+        """Seconds a whole artifact download may take."""
+        return self.fetch.download_timeout
+
+    @property
+    def warnings(self):
+        """Sentences about settings that weaken the agent's defences: logged at start, shown by check and status."""
+        if self.fetch.allow_any_url:
+            return ("allow_any_url is true in %s: this host downloads artifacts from any URL a release in ZooKeeper names; "
+                    "list the artifact servers in allowed_url_prefixes (zkrollout_agent_allowed_url_prefixes) instead" % self.path,)
+        return ()
 
 
 def _require(raw, key, where, kind):
@@ -183,6 +224,45 @@ def _service(name, raw, where):
                          initial_version=initial_version, initial_artifact=initial_artifact, env=dict(env))
 
 
+def _fetch_policy(raw, path, services):
+    """The FetchPolicy of the config; every service's initial URL must pass it."""
+    prefixes = raw.get("allowed_url_prefixes", [])
+    if not isinstance(prefixes, list) or not all(isinstance(prefix, str) for prefix in prefixes):
+        raise ConfigError("%s: allowed_url_prefixes must be a list of URL prefixes" % path)
+    allow_any = raw.get("allow_any_url", False)
+    if not isinstance(allow_any, bool):
+        raise ConfigError("%s: allow_any_url must be true or false, got %r" % (path, allow_any))
+    if allow_any and prefixes:
+        raise ConfigError("%s: allowed_url_prefixes and allow_any_url: true contradict each other; "
+                          "drop allow_any_url to confine downloads to the prefixes" % path)
+    if not prefixes and not allow_any:
+        raise ConfigError("%s: allowed_url_prefixes is empty: list the URL prefixes artifacts may come from "
+                          "(zkrollout_agent_allowed_url_prefixes), for example [\"https://artifacts.example/releases/\"], "
+                          "or set allow_any_url: true in a lab that accepts that anyone who can write the ZooKeeper tree "
+                          "chooses where this host downloads from" % path)
+    for prefix in prefixes:
+        try:
+            normalize_prefix(prefix)
+        except ArtifactError as exc:
+            raise ConfigError("%s: allowed_url_prefixes: %s" % (path, exc.reason)) from exc
+    policy = FetchPolicy(
+        allowed_url_prefixes=tuple(prefixes),
+        allow_any_url=allow_any,
+        download_timeout=_number(raw, "download_timeout", DEFAULT_FETCH.download_timeout, path),
+        download_read_timeout=_number(raw, "download_read_timeout", DEFAULT_FETCH.download_read_timeout, path),
+        max_download_bytes=_count(raw, "max_download_bytes", DEFAULT_FETCH.max_download_bytes, path),
+        max_unpacked_bytes=_count(raw, "max_unpacked_bytes", DEFAULT_FETCH.max_unpacked_bytes, path),
+        max_members=_count(raw, "max_members", DEFAULT_FETCH.max_members, path),
+    )
+    for service in services.values():
+        if service.initial_artifact is not None:
+            try:
+                check_url(service.initial_artifact.url, policy.allowed_url_prefixes, policy.allow_any_url)
+            except ArtifactError as exc:
+                raise ConfigError("%s: service %s: initial.url: %s" % (path, service.name, exc.reason)) from exc
+    return policy
+
+
 def parse_config(raw, path="agent config"):
     """Validate a decoded configuration; raise ConfigError naming the file and key."""
     if not isinstance(raw, dict):
@@ -220,9 +300,8 @@ def parse_config(raw, path="agent config"):
     port = metrics.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536):
         raise ConfigError("%s: metrics.port must be a port number (0-65535), got %r" % (path, port))
-    prefixes = raw.get("allowed_url_prefixes", [])
-    if not isinstance(prefixes, list) or not all(isinstance(p, str) and "://" in p for p in prefixes):
-        raise ConfigError("%s: allowed_url_prefixes must be a list of URL prefixes" % path)
+    fetch = _fetch_policy(raw, path, services)
+    services = {name: replace(service, fetch=fetch) for name, service in services.items()}
     return AgentConfig(
         host=host,
         state_dir=_require(raw, "state_dir", path, str),
@@ -232,8 +311,7 @@ def parse_config(raw, path="agent config"):
         safety_tick=_number(raw, "safety_tick", 60.0, path),
         metrics_bind=metrics.get("bind", "127.0.0.1"),
         metrics_port=metrics.get("port"),
-        allowed_url_prefixes=tuple(prefixes),
-        download_timeout=_number(raw, "download_timeout", 60.0, path),
+        fetch=fetch,
         path=path,
     )
 

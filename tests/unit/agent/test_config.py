@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import ConfigError, load_config, parse_config
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent import cli
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import ConfigError, FetchPolicy, load_config, parse_config
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError
 
 SHA = "ab" * 32
@@ -66,6 +68,11 @@ def test_a_good_config_is_parsed_with_its_defaults(tmp_path):
     assert config.zookeeper.connection_retries == -1
     assert config.service_names == ["app", "db"]
     assert config.allowed_url_prefixes == ("https://artifacts.example/",)
+    # Downloads and archives are bounded by default; every service fetches under the agent's policy.
+    assert config.fetch == FetchPolicy(allowed_url_prefixes=("https://artifacts.example/",), allow_any_url=False, download_timeout=60.0,
+                                       download_read_timeout=30.0, max_download_bytes=1 << 30, max_unpacked_bytes=4 << 30, max_members=100000)
+    assert config.download_timeout == 60.0 and config.warnings == ()
+    assert {name: service.fetch for name, service in config.services.items()} == {"app": config.fetch, "db": config.fetch}
     assert (config.metrics_bind, config.metrics_port) == ("127.0.0.1", 9464)
     app = config.services["app"]
     assert app.driver == "exec" and app.unit is None
@@ -124,6 +131,24 @@ BAD = [
     pytest.param("zookeeper.retry_deadline", 5, ["loop_wait (1) + 2 * zookeeper.retry_deadline (5)", "must not exceed zookeeper.session_timeout (10)"],
                  id="retries_longer_than_a_session"),
     pytest.param("allowed_url_prefixes", "https://artifacts.example/", ["allowed_url_prefixes must be a list"], id="prefixes_as_a_string"),
+    pytest.param("allowed_url_prefixes", [], ["allowed_url_prefixes is empty", "zkrollout_agent_allowed_url_prefixes", "allow_any_url: true"],
+                 id="no_allowed_prefix"),
+    pytest.param("allowed_url_prefixes", DELETE, ["allowed_url_prefixes is empty"], id="missing_allowed_prefixes"),
+    pytest.param("allowed_url_prefixes", ["https://artifacts.example/releases/../"], ["allowed_url_prefixes:", "'..' path segment"],
+                 id="prefix_with_dot_dot"),
+    pytest.param("allowed_url_prefixes", ["artifacts.example/"], ["allowed_url_prefixes:", "the scheme must be one of"], id="prefix_without_scheme"),
+    pytest.param("allowed_url_prefixes", ["https://deploy:secret@artifacts.example/"], ["allowed_url_prefixes:", "user name or password"],
+                 id="prefix_with_credentials"),
+    pytest.param("allowed_url_prefixes", ["https://artifacts.example/?v=1"], ["allowed_url_prefixes:", "a prefix has no query"], id="prefix_with_a_query"),
+    pytest.param("allow_any_url", True, ["allowed_url_prefixes and allow_any_url: true contradict each other"], id="prefixes_and_any_url"),
+    pytest.param("allow_any_url", "yes", ["allow_any_url must be true or false"], id="any_url_as_a_string"),
+    pytest.param("services.app.initial.url", "https://elsewhere.example/app-1.0.0.tar.gz",
+                 ["service app: initial.url", "outside the allowed prefixes https://artifacts.example/"], id="initial_url_outside_the_prefixes"),
+    pytest.param("download_timeout", 0, ["'download_timeout' must be a number > 0"], id="zero_download_timeout"),
+    pytest.param("download_read_timeout", "30s", ["'download_read_timeout' must be a number > 0"], id="text_read_timeout"),
+    pytest.param("max_download_bytes", 0, ["'max_download_bytes' must be an integer >= 1"], id="zero_max_download_bytes"),
+    pytest.param("max_unpacked_bytes", "4G", ["'max_unpacked_bytes' must be an integer >= 1"], id="text_max_unpacked_bytes"),
+    pytest.param("max_members", 1.5, ["'max_members' must be an integer >= 1"], id="fractional_max_members"),
     pytest.param("metrics", 9464, ["metrics must be a mapping"], id="metrics_as_a_number"),
     pytest.param("metrics.port", "9464", ["metrics.port must be a port number"], id="metrics_port_as_a_string"),
 ]
@@ -138,6 +163,30 @@ def test_a_bad_key_is_refused_naming_the_file_and_the_key(tmp_path, key, value, 
     assert message.startswith(path + ": "), message
     for fact in facts:
         assert fact in message, "%r lacks %r" % (message, fact)
+
+
+def test_the_fetch_bounds_are_read_from_the_config():
+    raw = dict(copy.deepcopy(GOOD), download_timeout=600, download_read_timeout=5, max_download_bytes=10 << 30, max_unpacked_bytes=20 << 30,
+               max_members=5)
+    fetch = parse_config(raw).services["app"].fetch
+    assert (fetch.download_timeout, fetch.download_read_timeout, fetch.max_download_bytes, fetch.max_unpacked_bytes, fetch.max_members) == (
+        600, 5, 10 << 30, 20 << 30, 5)
+
+
+def test_allow_any_url_is_accepted_only_explicitly_and_reported_by_check_and_status(tmp_path, capsys):
+    raw = changed("allowed_url_prefixes", [])
+    raw.update(allow_any_url=True, state_dir=str(tmp_path))
+    path = write(tmp_path, raw)
+    config = load_config(path)
+    assert config.fetch.allow_any_url and config.allowed_url_prefixes == ()
+    assert len(config.warnings) == 1 and "allow_any_url is true in %s" % path in config.warnings[0]
+    assert cli.main(["--config", path, "check"]) == 0
+    assert "WARNING: allow_any_url is true" in capsys.readouterr().out
+    (tmp_path / "status.json").write_text(json.dumps({"host": "web-01", "connection": "CONNECTED", "updated": time.time(), "services": {}}))
+    assert cli.main(["--config", path, "status"]) == 0
+    assert "  WARNING: allow_any_url is true" in capsys.readouterr().out
+    assert cli.main(["--config", path, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == list(config.warnings)
 
 
 def test_a_loop_that_fits_in_a_session_exactly_is_accepted():
