@@ -94,6 +94,9 @@ class ArtifactRoutes(http.server.BaseHTTPRequestHandler):
     def route_dots(self):
         self.redirect("/allowed/%2e%2e/outside/app.tar.gz")
 
+    def route_credentials(self):
+        self.redirect("http://deploy:secret@127.0.0.1:%d/allowed/app.tar.gz" % self.server.server_address[1])
+
     def route_to_file(self):
         self.redirect("file:///etc/passwd")
 
@@ -232,12 +235,14 @@ def test_a_redirect_out_of_the_allowed_prefix_is_refused_before_the_target_is_re
 @pytest.mark.parametrize("route, fact", [
     pytest.param("sibling", "outside the allowed prefixes", id="to_a_sibling_with_a_longer_name"),
     pytest.param("dots", "'..' path segment", id="with_encoded_dot_dot"),
+    pytest.param("credentials", "redirected to http://<credentials>@127.0.0.1", id="with_credentials"),
     pytest.param("to-file", "may only lead to http or https", id="to_a_file_url"),
     pytest.param("loop", "redirected more than 5 times", id="in_a_loop"),
 ])
 def test_a_redirect_that_leaves_the_prefix_or_never_ends_is_refused(tmp_path, server, route, fact):
     app = service(tmp_path, [server.url("allowed")])
-    assert fact in refused(app, server.url("allowed/" + route))
+    reason = refused(app, server.url("allowed/" + route))
+    assert fact in reason and "secret" not in reason
     assert not [path for path in server.requests if not path.startswith("/allowed/")]
     assert len(server.requests) <= 6
 

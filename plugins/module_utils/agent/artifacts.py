@@ -123,9 +123,13 @@ def _has_control(text):
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
+def _shown(url):
+    # Credentials in a URL are not repeated: messages go to logs and failure records.
+    return _USERINFO_RE.sub(r"\1<credentials>@", url)
+
+
 def _refused(what, url, reason):
-    # Credentials in a URL are not repeated: the message goes to logs and failure records.
-    return ArtifactError("download", "%s %r is refused: %s" % (what, _USERINFO_RE.sub(r"\1<credentials>@", url), reason))
+    return ArtifactError("download", "%s %r is refused: %s" % (what, _shown(url), reason))
 
 
 def normalize_url(url, what="artifact URL"):
@@ -198,8 +202,9 @@ def _inside(path, directory):
     return path == directory or os.path.commonpath([path, directory]) == directory
 
 
-def _allowed(location, prefixes):
-    """True if ``location`` lies under one of ``prefixes`` (Locations); a file by its real path."""
+def _allowed(location, allowed_prefixes):
+    """True if ``location`` lies under one of ``allowed_prefixes`` (the config's strings); a file by its real path."""
+    prefixes = [normalize_prefix(prefix) for prefix in allowed_prefixes]
     if location.scheme == "file":
         real = os.path.realpath(location.local_path)
         return any(_inside(real, os.path.realpath(prefix.local_path)) for prefix in prefixes if prefix.scheme == "file")
@@ -222,7 +227,7 @@ def check_url(url, allowed_prefixes, allow_any=False):
     if not allowed_prefixes:
         raise ArtifactError("download", "artifact URL %s is refused: this host's config allows no artifact URL (allowed_url_prefixes is empty); "
                                         "list the artifact servers in allowed_url_prefixes (role variable zkrollout_agent_allowed_url_prefixes)" % url)
-    if not _allowed(location, [normalize_prefix(prefix) for prefix in allowed_prefixes]):
+    if not _allowed(location, allowed_prefixes):
         raise ArtifactError("download", "artifact URL %s is outside the allowed prefixes %s of this host's config: publish it under one of them, or %s"
                             % (url, ", ".join(allowed_prefixes), _PREFIX_HINT))
     return location
@@ -231,16 +236,17 @@ def check_url(url, allowed_prefixes, allow_any=False):
 def _follow(start, current, target, policy):
     """The Location a redirect from ``current`` to ``target`` (its Location header) leads to, once checked."""
     if not target:
-        raise _refused_redirect(start, target, policy, "the redirect has no Location", "fix the artifact server")
+        raise _refused_redirect(start, "nowhere", policy, "the redirect has no Location", "fix the artifact server")
+    target = urljoin(current.url, target)
     try:
-        location = normalize_url(urljoin(current.url, target), "redirect target")
+        location = normalize_url(target, "redirect target")
     except ArtifactError as exc:
         raise _refused_redirect(start, target, policy, exc.reason, "publish the artifact at a plain URL under an allowed prefix") from exc
     if location.scheme not in ("http", "https"):
         raise _refused_redirect(start, target, policy, "a redirect may only lead to http or https", "publish the artifact at its final URL")
     if current.scheme == "https" and location.scheme == "http":
         raise _refused_redirect(start, target, policy, "a redirect from https to http is refused", "serve the artifact over https")
-    if not policy.allow_any_url and not _allowed(location, [normalize_prefix(prefix) for prefix in policy.allowed_url_prefixes]):
+    if not policy.allow_any_url and not _allowed(location, policy.allowed_url_prefixes):
         raise _refused_redirect(start, target, policy, "the target is outside the allowed prefixes",
                                 "publish the artifact where it needs no redirect out of them, or " + _PREFIX_HINT)
     return location
@@ -248,7 +254,7 @@ def _follow(start, current, target, policy):
 
 def _refused_redirect(start, target, policy, reason, hint):
     return ArtifactError("download", "artifact URL %s redirected to %s: %s (allowed prefixes: %s); %s"
-                         % (start.url, target, reason, ", ".join(policy.allowed_url_prefixes) or "any URL", hint))
+                         % (start.url, _shown(target), reason, ", ".join(policy.allowed_url_prefixes) or "any URL", hint))
 
 
 class _Deadline(object):
@@ -259,7 +265,6 @@ class _Deadline(object):
     """
 
     def __init__(self, seconds):
-        self.seconds = seconds
         self.ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._socket = None
@@ -379,7 +384,7 @@ def _too_slow(url, policy):
 
 
 def _copy_file(location, out, digest, policy, deadline):
-    # The real path was checked against the prefixes; O_NOFOLLOW keeps a symlink swapped in since from being followed.
+    # The real path is what was checked against the prefixes; O_NOFOLLOW refuses a symlink put there since.
     descriptor = os.open(os.path.realpath(location.local_path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(descriptor, "rb") as source:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
