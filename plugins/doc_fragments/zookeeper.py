@@ -74,6 +74,15 @@ options:
     type: list
     elements: str
     default: []
+  zk_jute_maxbuffer:
+    description:
+      - The largest request, in bytes, that the ZooKeeper servers accept (their C(jute.maxbuffer) setting).
+        A write is one transaction, so one request; a larger one fails before anything is sent,
+        with a message naming its size, this limit and its largest node.
+      - Change it only together with the servers' C(jute.maxbuffer). Whatever it says, a single
+        payload (a release entry, the rollout state) never exceeds 262144 bytes, the most that readers accept.
+    type: int
+    default: 1048575
 requirements:
   - kazoo >= 2.9 on the host that runs the task (usually the controller)
 notes:

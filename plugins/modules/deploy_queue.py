@@ -21,7 +21,7 @@ options:
     elements: str
     required: true
   by:
-    description: Who starts the rollout, recorded in the rollout state.
+    description: Who starts the rollout, recorded in the rollout state; printable text of at most 256 characters.
     type: str
     default: ansible
 extends_documentation_fragment:

@@ -41,7 +41,9 @@ options:
     type: bool
     default: false
   by:
-    description: Who seeds the rollout, recorded in the rollout state (for example the AWX job id).
+    description:
+      - Who seeds the rollout, recorded in the rollout state (for example the AWX job id).
+      - Printable text of at most 256 characters.
     type: str
     default: ansible
 extends_documentation_fragment:

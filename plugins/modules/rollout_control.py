@@ -36,7 +36,7 @@ options:
     type: bool
     default: false
   reason:
-    description: Why, recorded in the rollout state.
+    description: Why, recorded in the rollout state; printable text of at most 1024 characters.
     type: str
     default: ""
 extends_documentation_fragment:

@@ -35,7 +35,11 @@ options:
     type: dict
     suboptions:
       url:
-        description: http, https or file URL of the artifact (a tarball).
+        description:
+          - http, https or file URL of the artifact (a tarball).
+          - http and https name a host and hold no user or password (agents take credentials from
+            their own config or a netrc); file names an absolute path and no other host than
+            localhost; no C(.) or C(..) path segments, percent-encoded or not, and no backslashes.
         type: str
         required: true
       sha256:
@@ -62,7 +66,9 @@ options:
     elements: str
     default: []
   rollout_id:
-    description: Rollout the entry belongs to; defaults to the entry's or the current rollout's id, else a generated one.
+    description:
+      - Rollout the entry belongs to; defaults to the entry's or the current rollout's id, else a generated one.
+      - Letters, digits, C(.), C(_), C(:), C(+) and C(-), starting with a letter or digit, at most 128 characters.
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes

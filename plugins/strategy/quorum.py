@@ -81,7 +81,7 @@ from ansible.template import Templar
 from ansible.utils.display import Display
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_quorum, validate_version
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, Slot, validate_owner, validate_quorum, validate_version
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import PlanError, check_service, slot_verdict
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import (
     CONTROLLER_OWNER,
@@ -138,13 +138,15 @@ class QuorumGate(object):
         try:
             self.quorum = None if settings["zkrollout_quorum"] is None else validate_quorum(settings["zkrollout_quorum"], field_name="zkrollout_quorum")
             self.version = None if not settings["zkrollout_version"] else validate_version(settings["zkrollout_version"], field_name="zkrollout_version")
+            # Every slot of this play records the owner: one that readers refuse would leave slots nobody can read.
+            self.owner = validate_owner(controller_owner(settings["zkrollout_controller_id"] or "ansible-playbook@%s" % socket.gethostname()),
+                                        field_name="zkrollout_controller_id")
         except PayloadError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
         self.max_parallel = None if settings["zkrollout_max_parallel"] is None else _number(settings, "zkrollout_max_parallel", int, 1)
         self.slot_timeout = _number(settings, "zkrollout_slot_timeout", float, 1)
         self.health_wait = _number(settings, "zkrollout_health_wait", float, 0)
         self.wait_timeout = _number(settings, "zkrollout_wait_timeout", float, 1)
-        self.owner = controller_owner(settings["zkrollout_controller_id"] or "ansible-playbook@%s" % socket.gethostname())
         self.host_ids = host_ids
         self.state = {name: WAITING for name in host_ids}
         self.finished_at = {}

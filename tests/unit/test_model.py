@@ -9,6 +9,7 @@ import json
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
+    MAX_PAYLOAD_BYTES,
     ROLLOUT_STATES,
     Artifact,
     DeployEntry,
@@ -19,6 +20,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     RolloutState,
     ServiceSpec,
     Slot,
+    canonical_json,
+    check_payload_bytes,
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -313,6 +316,11 @@ def test_a_sha256_that_is_not_64_hex_digits_is_refused(sha256):
         "http://10.0.0.1:8080/web.tgz",
         "HTTPS://artifacts.example/web.tgz",
         "file:///srv/artifacts/web.tgz",
+        "file://localhost/srv/artifacts/web.tgz",
+        "http://[::1]:8080/web.tgz",
+        "https://artifacts.example/web..2.tgz",
+        "https://artifacts.example/web.tgz?path=/../b",
+        "https://artifacts.example/web%202.0.tgz",
     ],
 )
 def test_an_http_https_or_absolute_file_url_is_accepted(url):
@@ -333,6 +341,23 @@ def test_an_http_https_or_absolute_file_url_is_accepted(url):
         ("file://relative/web.tgz", "absolute path"),
         ("", "expected a URL"),
         (None, "expected a URL"),
+        ("https:///A.tgz", "an https URL names a host"),
+        ("http://:8080/A.tgz", "an http URL names a host"),
+        ("file:///srv/../../etc/passwd", "'.' or '..' segments"),
+        ("https://h/a/%2e%2e/b.tgz", "'.' or '..' segments"),
+        ("https://h/a/.%2E/b.tgz", "'.' or '..' segments"),
+        ("https://h/a/./b.tgz", "'.' or '..' segments"),
+        ("https://h/a%2f..%2fb.tgz", "'.' or '..' segments"),
+        ("https://h/a/..", "'.' or '..' segments"),
+        ("https://h/a\\b.tgz", "backslash"),
+        ("https://h\\@evil.example/a.tgz", "backslash"),
+        ("https://h/a%5cb.tgz", "backslash"),
+        ("file://fileserver/srv/a.tgz", "names no host (or localhost)"),
+        ("http://h:99999/a.tgz", "valid host and port"),
+        ("http://h:0/a.tgz", "valid host and port"),
+        ("http://[::1/a.tgz", "valid host and port"),
+        ("http://ho%20st/a.tgz", "names a host"),
+        ("https://h/a\x85b.tgz", "no spaces"),
     ],
     ids=repr,
 )
@@ -340,6 +365,22 @@ def test_an_unsafe_or_unusable_url_is_refused_saying_why(url, expectation):
     error = refused(ReleaseEntry, release_entry(artifact=dict(ARTIFACT, url=url)))
     assert_names(error, PATH, "artifact.url", url)
     assert expectation in str(error)
+
+
+@pytest.mark.parametrize(
+    "url, shown, hidden",
+    [
+        ("https://user:secret@host/a.tgz", "https://***@host/a.tgz", "user:secret"),
+        ("https://alice:s3cr3t@host/a.tgz", "https://***@host/a.tgz", "s3cr3t"),
+        ("https://alice@host:8443/a.tgz", "https://***@host:8443/a.tgz", "alice"),
+        ("file://alice:s3cr3t@localhost/srv/a.tgz", "file://***@localhost/srv/a.tgz", "alice"),
+    ],
+)
+def test_a_url_with_credentials_is_refused_without_showing_them_saying_where_they_belong(url, shown, hidden):
+    error = refused(ReleaseEntry, release_entry(artifact=dict(ARTIFACT, url=url)))
+    assert_names(error, PATH, "artifact.url", shown)
+    assert "credentials must not live in the tree" in str(error) and "host's local config or a netrc" in str(error)
+    assert hidden not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -460,6 +501,15 @@ def test_free_text_is_bounded():
 
 def test_free_text_refuses_terminal_control_characters():
     refused(Failure, dict(GOOD[Failure], reason="\x1b[2J\x1b[Hall good"))
+
+
+@pytest.mark.parametrize("text", ["\x00", "\x7f", "\x85", "\x9b31m", "line\r"], ids=repr)
+def test_free_text_refuses_every_control_character_but_newline_and_tab(text):
+    assert_names(refused(RolloutState, dict(GOOD[RolloutState], by=text)), PATH, "by", text)
+
+
+def test_free_text_keeps_newlines_tabs_and_other_languages():
+    assert RolloutState.from_dict(dict(GOOD[RolloutState], reason="Grund:\tÄnderung\n変更")).reason == "Grund:\tÄnderung\n変更"
 
 
 @pytest.mark.parametrize("stage", ["fetch", "", None])
@@ -646,6 +696,22 @@ def test_a_deeply_nested_field_value_is_refused_with_a_short_message():
     error = refused(Failure, dict(GOOD[Failure], reason=[[[[[[[[["x" * 500]]]]]]]]]))
     assert error.field == "reason"
     assert len(str(error)) < 600
+
+
+@pytest.mark.parametrize("cls", PAYLOADS, ids=class_id)
+def test_bytes_a_writer_checks_are_parsed_by_the_readers_parser(cls):
+    assert check_payload_bytes(cls, canonical_json(GOOD[cls]), PATH) == cls.from_dict(GOOD[cls])
+
+
+def test_a_writer_check_refuses_what_readers_refuse_naming_path_field_and_value():
+    data = canonical_json(dict(GOOD[RolloutState], by="ops\x1b[8m"))
+    assert_names(pytest.raises(PayloadError, check_payload_bytes, RolloutState, data, "/dc/rollout").value, "/dc/rollout", "by", "ops\x1b[8m")
+
+
+def test_a_writer_check_refuses_a_payload_above_the_size_cap_naming_size_and_limit():
+    data = canonical_json(release_entry(artifact=dict(ARTIFACT, url="https://artifacts.example/" + "a" * MAX_PAYLOAD_BYTES)))
+    error = pytest.raises(PayloadError, check_payload_bytes, ReleaseEntry, data, PATH).value
+    assert str(error).startswith(PATH + ": the release entry is %d bytes, more than the %d bytes a znode payload may hold" % (len(data), MAX_PAYLOAD_BYTES))
 
 
 def test_a_payload_above_the_size_cap_is_refused_unread():

@@ -85,6 +85,7 @@ def test_default_options_connect_to_the_local_server_under_dc():
     assert options.root == "/dc"
     assert options.acl == ()
     assert options.describe() == "127.0.0.1:2181"
+    assert options.jute_maxbuffer == 0xFFFFF, "ZooKeeper's own default request limit"
 
 
 def test_options_expose_servers_chroot_and_a_description_without_credentials():
@@ -116,6 +117,9 @@ def test_options_expose_servers_chroot_and_a_description_without_credentials():
         ({"root": "/zookeeper"}, "invalid zk_root '/zookeeper'"),
         ({"hosts": "zk1"}, "invalid ZooKeeper address 'zk1'"),
         ({"hosts": ""}, "zk_hosts is empty"),
+        ({"jute_maxbuffer": 0}, "zk_jute_maxbuffer must be the servers' jute.maxbuffer in bytes"),
+        ({"jute_maxbuffer": "4194304"}, "zk_jute_maxbuffer must be the servers' jute.maxbuffer in bytes"),
+        ({"jute_maxbuffer": True}, "zk_jute_maxbuffer must be the servers' jute.maxbuffer in bytes"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else "",
 )

@@ -16,7 +16,7 @@ import traceback
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ..core.layout import Layout, LayoutError
-from ..core.model import PayloadError
+from ..core.model import DEFAULT_JUTE_MAXBUFFER, PayloadError
 from ..core.plan import PlanError
 from ..store.client import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect, parse_acl
 from .writes import WriteRefused, read_plan_apply
@@ -40,6 +40,7 @@ def zk_argument_spec():
         zk_digest=dict(type="str", no_log=True, fallback=(env_fallback, ["ZKROLLOUT_ZK_DIGEST"])),
         zk_sasl=dict(type="dict", no_log=True),
         zk_acl=dict(type="list", elements="str", default=[], no_log=True),
+        zk_jute_maxbuffer=dict(type="int", default=DEFAULT_JUTE_MAXBUFFER),
     )
 
 
@@ -87,7 +88,7 @@ def run_change(module, planner, result_keys=None):
         acl = [parse_acl(entry) for entry in module.params["zk_acl"]] or None
         try:
             change = read_plan_apply(client, layout, lambda snapshot, missing: planner(snapshot, layout, missing),
-                                     check_mode=module.check_mode, acl=acl)
+                                     check_mode=module.check_mode, acl=acl, max_request_bytes=connection_options(module).jute_maxbuffer)
         except (PayloadError, PlanError, WriteRefused, LayoutError) as exc:
             module.fail_json(msg=str(exc))
     for warning in change.warnings:

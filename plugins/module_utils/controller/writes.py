@@ -15,10 +15,22 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from ..core.model import DeployEntry, ReleaseSpec, RolloutState, ServiceSpec, canonical_json
+from ..core.model import (
+    DEFAULT_JUTE_MAXBUFFER,
+    DeployEntry,
+    ReleaseEntry,
+    ReleaseSpec,
+    RolloutState,
+    ServiceSpec,
+    canonical_json,
+    check_payload_bytes,
+    validate_name,
+    validate_names,
+    validate_optional,
+)
 from ..core.plan import PlanError, check_service, deploy_order, plan_release
 from ..core.rules import slot_owner_alive
-from ..store.commits import commit, missing_containers
+from ..store.commits import commit, missing_containers, transaction_bytes
 from ..store.reads import read_snapshot
 from .report import rollout_report
 
@@ -75,15 +87,53 @@ def apply(client, change, acl=None):
         )
 
 
-def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempts=3):
-    """Read a fresh snapshot, plan with ``planner(snapshot, missing)`` and commit.
+def _payload_class(layout, path):
+    """The payload class that readers parse a node written by a controller with."""
+    if path == layout.rollout:
+        return RolloutState
+    parent = path.rpartition("/")[0]
+    if parent == layout.staging:
+        return ReleaseEntry
+    if parent == layout.deploy:
+        return DeployEntry
+    raise ValueError("a controller writes no payload at %s" % path)
 
-    A transaction that loses a race (an agent joined a ready queue meanwhile) is planned again
-    on a new snapshot, at most ``attempts`` times. Returns the Change that was (or would be) applied.
+
+def check_writes(client, layout, ops, acl=None, max_request_bytes=DEFAULT_JUTE_MAXBUFFER):
+    """Refuse ``ops`` that a reader or ZooKeeper would refuse, before anything is sent.
+
+    Every payload goes through the parser its readers use (``model.check_payload_bytes``), so a
+    value that agents would refuse is never written, whichever planner built it. The whole
+    transaction is one ZooKeeper request and must fit ``max_request_bytes`` (the servers'
+    jute.maxbuffer); a larger one is refused naming its size, the limit and its largest node.
+    """
+    for op in ops:
+        if op.data:
+            check_payload_bytes(_payload_class(layout, op.path), op.data, op.path)
+    size = transaction_bytes(client, ops, acl) if ops else 0
+    if size > max_request_bytes:
+        largest = max(ops, key=lambda op: len(op.data))
+        raise WriteRefused(
+            "nothing was written: the transaction is %d bytes (%d operations), more than the %d bytes ZooKeeper takes in one "
+            "request (the servers' jute.maxbuffer, zk_jute_maxbuffer here); its largest node is %s with %d bytes. Release fewer "
+            "services at once (stage them one by one with zkrollout.dc.staging, then start them with zkrollout.dc.deploy_queue), "
+            "shorten their values, or raise jute.maxbuffer on every ZooKeeper server and set zk_jute_maxbuffer to match"
+            % (size, len(ops), max_request_bytes, largest.path, len(largest.data))
+        )
+
+
+def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempts=3, max_request_bytes=DEFAULT_JUTE_MAXBUFFER):
+    """Read a fresh snapshot, plan with ``planner(snapshot, missing)``, check and commit.
+
+    Every plan is checked by ``check_writes`` first, in check mode too, so what would be refused
+    fails the same way whether or not it is sent. A transaction that loses a race (an agent
+    joined a ready queue meanwhile) is planned again on a new snapshot, at most ``attempts``
+    times. Returns the Change that was (or would be) applied.
     """
     for attempt in range(attempts):
         snapshot = read_snapshot(client, layout)
         change = planner(snapshot, missing_containers(client, layout))
+        check_writes(client, layout, change.ops, acl, max_request_bytes)
         if check_mode or not change.changed:
             return change
         try:
@@ -261,6 +311,7 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
 
 def plan_unstage(snapshot, layout, service):
     """Plan removing one staged service and its deploy queue entries."""
+    validate_name("service")(service, (None, ""), "name")
     state = snapshot.service(service)
     before = {"staging": {service: state.release.to_dict() if state.release else None}}
     if state.release_version < 0:
@@ -278,6 +329,7 @@ def plan_deploy_queue(snapshot, layout, missing, services, by="", now=None):
     now = time.time() if now is None else now
     if not services or len(set(services)) != len(services):
         raise WriteRefused("services must list each staged service once, in deploy order; got %s" % (services,))
+    validate_names("service")(services, (None, ""), "services")
     entries = {}
     for name in services:
         entry = snapshot.service(name).release
@@ -326,6 +378,8 @@ def plan_control(snapshot, layout, action, service=None, host=None, force=False,
     """Plan pause, resume, abort, retry (a failed service) or release_slot (a stale slot)."""
     now = time.time() if now is None else now
     rollout = snapshot.rollout
+    validate_optional(validate_name("service"))(service, (None, ""), "service")
+    validate_optional(validate_name("host"))(host, (None, ""), "host")
     if action not in CONTROL_ACTIONS:
         raise WriteRefused("unknown action %r; expected one of %s" % (action, ", ".join(CONTROL_ACTIONS)))
     if action == "release_slot":

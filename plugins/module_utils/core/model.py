@@ -17,7 +17,9 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import MISSING, dataclass, field, fields
+from urllib.parse import unquote, urlsplit
 
 from .layout import VERSION_PATTERN, LayoutError, check_name
 
@@ -48,8 +50,18 @@ class PayloadError(ValueError):
         super().__init__(prefix + message)
 
 
-# A znode payload larger than this is refused unread: every payload of the tree is far smaller.
+# The size limits of the tree, the one place they are defined.
+#
+# A znode payload larger than MAX_PAYLOAD_BYTES is refused unread by every reader, so writers
+# refuse to send one (check_payload_bytes): every payload of the tree is far smaller.
 MAX_PAYLOAD_BYTES = 256 * 1024
+# ZooKeeper refuses a request larger than its jute.maxbuffer setting (0xfffff bytes unless the
+# servers set another; kazoo has no limit of its own): a bigger one loses the connection and
+# writes nothing. A transaction is one request, so all of its operations count together, with
+# their paths (chroot included), ACLs and headers. Writers check the serialised request against
+# this before sending it; the connection option zk_jute_maxbuffer tells them the servers' value.
+# Log and snapshot records of such a request stay within the 1024 bytes ZooKeeper allows on top.
+DEFAULT_JUTE_MAXBUFFER = 0xFFFFF
 _SHOWN_VALUE_CHARS = 200
 
 
@@ -88,17 +100,48 @@ def validate_sha256(value, where=(None, ""), field_name="sha256"):
     return normalised
 
 
+# A host name or an IP address (urlsplit drops the brackets of an IPv6 one).
+_HOST_RE = re.compile(r"\A[A-Za-z0-9._~:-]+\Z")
+
+
 def validate_url(value, where=(None, ""), field_name="url"):
-    """An artifact URL with an allowed scheme (http, https, file) and a location."""
+    """An artifact URL every agent fetches as it reads, and that hides nothing.
+
+    Scheme http, https or file; no spaces, control characters or backslashes; no credentials (no
+    user or password before the host); no ``.`` or ``..`` path segment, percent-encoded or not;
+    http and https name a host (and a valid port, if any); file names no host but ``localhost``
+    and an absolute path.
+    """
     if not isinstance(value, str) or "://" not in value:
         _fail(where, field_name, value, "expected a URL such as https://artifacts.example/app-2.0.0.tar.gz")
     scheme, rest = value.split("://", 1)
-    if scheme.lower() not in URL_SCHEMES:
+    scheme = scheme.lower()
+    if scheme not in URL_SCHEMES:
         _fail(where, field_name, value, "the scheme must be one of %s" % ", ".join(URL_SCHEMES))
-    if not rest or any(c.isspace() or ord(c) < 32 for c in value):
+    if not rest or any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
         _fail(where, field_name, value, "expected a URL with a host or path and no spaces")
-    if scheme.lower() == "file" and not rest.startswith("/"):
-        _fail(where, field_name, value, "a file URL needs an absolute path, such as file:///srv/app-2.0.0.tar.gz")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        parts, port = None, 0
+    if port == 0:
+        _fail(where, field_name, value, "expected a URL with a valid host and port, such as https://artifacts.example:8443/app.tar.gz")
+    path = unquote(parts.path)
+    if "\\" in value or "\\" in path:
+        _fail(where, field_name, value, "a URL cannot contain a backslash (some clients read it as '/'); use '/'")
+    if "@" in parts.netloc:
+        # The message must not spread the password it refuses to store.
+        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+        _fail(where, field_name, shown, "credentials must not live in the tree, where every reader of the znode sees them; remove "
+                                        "the user and password from the URL and give them to the agents in their host's local "
+                                        "config or a netrc instead")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        _fail(where, field_name, value, "the path cannot have '.' or '..' segments (nor %2e%2e); give the artifact's own path")
+    if scheme == "file" and (parts.netloc.lower() not in ("", "localhost") or not parts.path.startswith("/")):
+        _fail(where, field_name, value, "a file URL names no host (or localhost) and an absolute path, such as file:///srv/app-2.0.0.tar.gz")
+    if scheme != "file" and not (parts.hostname and _HOST_RE.match(parts.hostname)):
+        _fail(where, field_name, value, "an %s URL names a host, such as %s://artifacts.example/app-2.0.0.tar.gz" % (scheme, scheme))
     return value
 
 
@@ -198,11 +241,15 @@ def validate_text(max_length):
     """Validator for free text shown to humans (reasons, owners); bounded, printable."""
 
     def validate(value, where=(None, ""), field_name="text"):
-        if not isinstance(value, str) or len(value) > max_length or any(ord(c) < 32 and c not in "\n\t" or ord(c) == 127 for c in value):
+        if not isinstance(value, str) or len(value) > max_length or any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):
             _fail(where, field_name, value, "expected printable text of at most %d characters" % max_length)
         return value
 
     return validate
+
+
+# Who holds an upgrade slot: ``agent:<host>`` or ``controller:<id>`` (rules.controller_owner).
+validate_owner = validate_text(256)
 
 
 def validate_bool(value, where=(None, ""), field_name="flag"):
@@ -303,6 +350,20 @@ def canonical_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def check_payload_bytes(payload_cls, data, path):
+    """Refuse bytes about to be written at ``path`` that a reader would refuse; returns the payload they parse to.
+
+    The bytes go through ``payload_cls.from_bytes``, the parser agents and modules read the node
+    with, so a bad value raises PayloadError naming the path, the field and the value; bytes above
+    MAX_PAYLOAD_BYTES raise one naming their size and the limit.
+    """
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("the %s is %d bytes, more than the %d bytes a znode payload may hold (readers refuse a larger one "
+                           "unread); shorten its longest values, such as an artifact URL" % (payload_cls.kind, len(data), MAX_PAYLOAD_BYTES),
+                           path)
+    return payload_cls.from_bytes(data, path)
+
+
 def _nested(payload_cls):
     def validate(value, where=(None, ""), field_name="value"):
         return payload_cls.from_dict(value, where[0], where[1] + field_name + ".")
@@ -384,7 +445,7 @@ class Slot(Payload):
     to_version: str = _field(validate_version, json_name="to")
     since: float = _field(validate_timestamp)
     from_version: str = _field(validate_optional(validate_version), None, json_name="from")
-    owner: str = _field(validate_text(256), "agent")
+    owner: str = _field(validate_owner, "agent")
     session: str = _field(validate_optional(validate_text(32)), None)
     deadline: float = _field(validate_optional(validate_timestamp), None)
     lease: float = _field(validate_optional(validate_seconds), None)

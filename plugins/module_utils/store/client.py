@@ -17,12 +17,14 @@ import threading
 from dataclasses import dataclass, field
 
 from ..core.layout import DEFAULT_ROOT, check_root
+from ..core.model import DEFAULT_JUTE_MAXBUFFER
 
 # The exception classes are re-exported: the rest of the collection catches them from here.
 try:
     from kazoo.client import KazooClient
     from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError  # pylint: disable=unused-import
     from kazoo.handlers.threading import KazooTimeoutError
+    from kazoo.protocol.serialization import Transaction
     from kazoo.retry import KazooRetry
     from kazoo.security import make_acl, make_digest_acl
 
@@ -139,7 +141,9 @@ class ConnectionOptions(object):
 
     ``timeout`` bounds connecting; ``session_timeout`` is negotiated with the server;
     ``retries``/``retry_deadline`` bound every retried command; ``connection_retries`` of -1
-    reconnects forever (the agent), a positive number gives up (modules).
+    reconnects forever (the agent), a positive number gives up (modules). ``jute_maxbuffer`` is
+    the servers' request size limit (see model.DEFAULT_JUTE_MAXBUFFER): writers refuse a larger
+    transaction before sending it.
     """
 
     hosts: str = DEFAULT_HOSTS
@@ -160,6 +164,7 @@ class ConnectionOptions(object):
     sasl: dict = None
     acl: tuple = field(default_factory=tuple)
     read_only: bool = False
+    jute_maxbuffer: int = DEFAULT_JUTE_MAXBUFFER
 
     def __post_init__(self):
         parse_hosts(self.hosts)
@@ -171,6 +176,9 @@ class ConnectionOptions(object):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ZkConnectionError("zk_%s must be a positive number of seconds, got %r" % (name, value))
+        if isinstance(self.jute_maxbuffer, bool) or not isinstance(self.jute_maxbuffer, int) or self.jute_maxbuffer < 1024:
+            raise ZkConnectionError("zk_jute_maxbuffer must be the servers' jute.maxbuffer in bytes (default %d), got %r"
+                                    % (DEFAULT_JUTE_MAXBUFFER, self.jute_maxbuffer))
         if self.digest is not None and (not isinstance(self.digest, str) or ":" not in self.digest):
             raise ZkConnectionError("zk_digest must be 'user:password'")
         if self.check_hostname and not self.verify_certs:
@@ -247,6 +255,15 @@ def build_client(options, logger=None):
             check_hostname=options.check_hostname,
         )
     return KazooClient(**kwargs)
+
+
+def request_bytes(transaction):
+    """The size ZooKeeper gives a kazoo transaction, not yet committed, to compare with jute.maxbuffer.
+
+    That is everything after the request's length prefix: its header (xid and type) and the
+    serialised operations, with the chroot in their paths and their ACLs.
+    """
+    return 8 + len(Transaction(transaction.operations).serialize())
 
 
 def probe_servers(servers, timeout):

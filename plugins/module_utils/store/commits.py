@@ -10,7 +10,7 @@ all, and every delete and set is checked against the version that was read.
 
 from __future__ import annotations
 
-from .client import NoNodeError, RolledBackError
+from .client import NoNodeError, RolledBackError, request_bytes
 
 
 def missing_containers(client, layout):
@@ -19,8 +19,7 @@ def missing_containers(client, layout):
     return [path for path, result in pending if result.get() is None]
 
 
-def commit(client, ops, acl=None):
-    """Commit ``ops`` as one transaction; returns None, or ``(op, error)`` of the operation that failed."""
+def _transaction(client, ops, acl):
     transaction = client.transaction()
     for op in ops:
         if op.kind == "create":
@@ -31,7 +30,17 @@ def commit(client, ops, acl=None):
             transaction.set_data(op.path, op.data, version=op.version)
         else:
             transaction.check(op.path, op.version)
-    for op, outcome in zip(ops, transaction.commit()):
+    return transaction
+
+
+def transaction_bytes(client, ops, acl=None):
+    """The size of the request that ``commit(client, ops, acl)`` would send, as ZooKeeper counts it; sends nothing."""
+    return request_bytes(_transaction(client, ops, acl))
+
+
+def commit(client, ops, acl=None):
+    """Commit ``ops`` as one transaction; returns None, or ``(op, error)`` of the operation that failed."""
+    for op, outcome in zip(ops, _transaction(client, ops, acl).commit()):
         if isinstance(outcome, Exception) and not isinstance(outcome, RolledBackError):
             return op, outcome
     return None
