@@ -28,6 +28,17 @@ options:
         mappings with C(name), C(version), C(artifact) (C(url) with scheme http, https or file,
         and C(sha256)), C(quorum) (integer, or a percentage string such as V(66%)), and optional
         C(max_parallel) (default 1), C(on_failure) (V(halt) or V(rollback)) and C(depends_on).
+      - An http or https URL names a host and holds no user or password (agents take credentials
+        from their own config or a netrc); a file URL names an absolute path and no other host than
+        localhost; no URL has C(.) or C(..) path segments, percent-encoded or not, or backslashes.
+      - Pass the release as data. Ansible renders templates in strings it trusts (playbooks,
+        inventory, vars files and extra vars) before the module sees them, so a template hidden in a
+        version or URL would run on the controller. The P(zkrollout.dc.verbatim#lookup) lookup passes
+        a variable exactly as it was loaded (for example from C(-e @release.yml)), so such a template
+        reaches the module as text and is refused; the P(ansible.builtin.file#lookup) lookup with the
+        P(ansible.builtin.from_yaml#filter) filter reads a release file as data (lookup results are
+        never trusted as templates); a release tagged C(!unsafe) in YAML is data too. See the examples;
+        C(playbooks/rollout.yml) uses the first.
     type: dict
   state:
     description: V(present) seeds the release, V(absent) removes the whole rollout.
@@ -78,6 +89,14 @@ EXAMPLES = r"""
 - name: Cancel the rollout
   zkrollout.dc.rollout:
     state: absent
+
+- name: Seed the release given with -e @release.yml as data, never as templates
+  zkrollout.dc.rollout:
+    release: "{{ lookup('zkrollout.dc.verbatim', 'zkrollout_release') }}"
+
+- name: Seed a release read from a file as data
+  zkrollout.dc.rollout:
+    release: "{{ lookup('ansible.builtin.file', 'releases/2026-11-22.1.yml') | ansible.builtin.from_yaml }}"
 """
 
 RETURN = r"""
