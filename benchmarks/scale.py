@@ -55,6 +55,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report imp
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.integration import tree  # noqa: E402
@@ -74,6 +75,7 @@ def agent_config(host, services, workdir, zk_hosts, root):
         "loop_wait": LOOP_WAIT,
         "safety_tick": SAFETY_TICK,
         "allowed_url_prefixes": ["https://artifacts.example/"],
+        "trusted_keys": [release_signing.public_pem()],
         # The simulated instances never fail: a slow health worker keeps 3 x N threads from crowding the process.
         "services": {name: {"install_dir": os.path.join(workdir, "install", name), "command": ["true"],
                             "health": {"command": ["true"], "interval": 10.0}} for name in services},
@@ -302,6 +304,7 @@ def real_agent_process(zk, root, services, workdir, seconds=30.0):
             "host": "probe", "state_dir": os.path.join(workdir, "probe"),
             "zookeeper": {"hosts": zk.hosts, "root": root},
             "allowed_url_prefixes": ["https://artifacts.example/"],
+            "trusted_keys": [release_signing.public_pem()],
             "services": {name: {"install_dir": os.path.join(workdir, "probe-install", name), "driver": "external", "version_file": version_file,
                                 "health": {"http": "http://127.0.0.1:%d/" % port}} for name in services},
         }

@@ -38,6 +38,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout  #
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import resolve_quorum  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.fleet import clean_leftovers as clean_fleet  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor  # noqa: E402
@@ -125,6 +126,8 @@ def run():
         say("ZooKeeper serves at %s; hosts %s" % (environment.zk_hosts, ", ".join(
             "%s=%s" % (host.name, host.address) for host in environment.fleet.hosts)))
         connection = ["-e", "zkrollout_zk_hosts=%s" % environment.zk_hosts, "-e", "zkrollout_zk_root=%s" % ROOT]
+        say("the release is signed with the deployer key %s; every host's agent trusts only its public half"
+            % release_signing.private_key_file())
         say("installing the agent on every host over SSH with the role zkrollout.dc.agent")
         playbook("agents.yml", "-i", environment.inventory_path, "-e", "zkrollout_agent_group=fleet")
         tree = layout.Layout(ROOT)
@@ -132,7 +135,8 @@ def run():
             wait_registered(client, tree, deadline)
             say("every host runs A, B and C 1.0.0; the independent monitor samples every /health endpoint")
             with QuorumMonitor(environment.health_targets()) as monitor:
-                playbook("rollout.yml", "-e", "@%s" % release_file(environment), *connection)
+                playbook("rollout.yml", "-e", "@%s" % release_file(environment), "-e", "zkrollout_signing_key=%s" % release_signing.private_key_file(),
+                         *connection)
                 say("the playbook has exited; the hosts now upgrade themselves")
                 started = time.monotonic()
                 report = live_view(client, tree, deadline)

@@ -48,12 +48,20 @@ install_venv() {
 
 download_host_wheels() {
   # Test hosts in network namespaces have no route to a package index: the agent role installs
-  # kazoo there from this directory, the way an air-gapped site would.
-  local wheels="$build/wheels"
-  if ! ls "$wheels"/kazoo-*.whl >/dev/null 2>&1; then
-    say "downloading the kazoo wheel for test hosts into $wheels"
-    "$venv/bin/python" -m pip download -q --no-deps -d "$wheels" "$(grep -i '^kazoo==' "$repo/requirements/requirements.txt")"
+  # kazoo and cryptography (release signatures) there from this directory, the way an
+  # air-gapped site would. The versions are the pinned ones of requirements/requirements.txt.
+  local wheels="$build/wheels" package pins=()
+  for package in kazoo cryptography cffi pycparser; do
+    pins+=("$(grep -i "^$package==" "$repo/requirements/requirements.txt")")
+  done
+  local stamp="$wheels/.pins" want="${pins[*]}"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
   fi
+  say "downloading the wheels for test hosts into $wheels: ${pins[*]}"
+  mkdir -p "$wheels"
+  "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "${pins[@]}"
+  echo "$want" >"$stamp"
 }
 
 link_collection() {

@@ -24,8 +24,12 @@ from ansible.plugins.loader import init_plugin_loader
 init_plugin_loader()
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
+
+# Every module a test runs signs the releases it writes, as a deployer's would.
+release_signing.use_everywhere()
 
 # Tests open short sessions so that expiry-based behaviour is observable in seconds.
 TEST_CONNECT_TIMEOUT = 5.0

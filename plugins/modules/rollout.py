@@ -61,6 +61,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zkrollout.dc.attributes
   - zkrollout.dc.zookeeper
+  - zkrollout.dc.signing
 author:
   - zkrollout.dc contributors (@zkrollout)
 """
@@ -69,6 +70,7 @@ EXAMPLES = r"""
 - name: Seed a release; hosts upgrade A, then B
   zkrollout.dc.rollout:
     zk_hosts: zk1:2181,zk2:2181,zk3:2181
+    signing_key: /etc/zkrollout/release.key
     release:
       id: "2026-11-22.1"
       services:
@@ -120,20 +122,28 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import (
+    SIGNING_MUTUALLY_EXCLUSIVE,
+    release_signer,
+    run_change,
+    signing_argument_spec,
+    zk_argument_spec,
+)
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_cancel, plan_seed
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ReleaseSpec
 
 
 def main():
     argument_spec = zk_argument_spec()
+    argument_spec.update(signing_argument_spec())
     argument_spec.update(
         release=dict(type="dict"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         force=dict(type="bool", default=False),
         by=dict(type="str", default="ansible"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("state", "present", ["release"])])
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, mutually_exclusive=SIGNING_MUTUALLY_EXCLUSIVE,
+                           required_if=[("state", "present", ["release"])])
     params = module.params
     if params["state"] == "absent":
         run_change(module, plan_cancel)
@@ -141,7 +151,9 @@ def main():
         spec = ReleaseSpec.from_dict(params["release"], "release")
     except PayloadError as exc:
         module.fail_json(msg=str(exc))
-    run_change(module, lambda snapshot, layout, missing: plan_seed(snapshot, layout, spec, missing, force=params["force"], by=params["by"]))
+    sign = release_signer(module)
+    run_change(module, lambda snapshot, layout, missing: plan_seed(snapshot, layout, spec, missing, force=params["force"], by=params["by"],
+                                                                   sign=sign))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zkrollout.dc.attributes
   - zkrollout.dc.zookeeper
+  - zkrollout.dc.signing
 author:
   - zkrollout.dc contributors (@zkrollout)
 """
@@ -88,6 +89,7 @@ EXAMPLES = r"""
       sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     quorum: 2
     rollout_id: "2026-11-22.1"
+    signing_key: /etc/zkrollout/release.key
 
 - name: Remove service C from staging
   zkrollout.dc.staging:
@@ -109,7 +111,13 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import run_change, zk_argument_spec
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import (
+    SIGNING_MUTUALLY_EXCLUSIVE,
+    release_signer,
+    run_change,
+    signing_argument_spec,
+    zk_argument_spec,
+)
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_stage, plan_unstage
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ServiceSpec
 
@@ -121,6 +129,7 @@ def _quorum(value):
 
 def main():
     argument_spec = zk_argument_spec()
+    argument_spec.update(signing_argument_spec())
     argument_spec.update(
         name=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -135,6 +144,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
+        mutually_exclusive=SIGNING_MUTUALLY_EXCLUSIVE,
         required_if=[("state", "present", ["version", "artifact", "quorum"])],
     )
     params = module.params
@@ -146,7 +156,8 @@ def main():
         service = ServiceSpec.from_dict(dict(raw, schema=1), "service %s" % params["name"])
     except PayloadError as exc:
         module.fail_json(msg=str(exc))
-    run_change(module, lambda snapshot, layout, missing: plan_stage(snapshot, layout, missing, service, params["rollout_id"]))
+    sign = release_signer(module)
+    run_change(module, lambda snapshot, layout, missing: plan_stage(snapshot, layout, missing, service, params["rollout_id"], sign=sign))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.localstate import LocalState
 
+from . import signing as release_signing
+
 AGENT_MODULE = "ansible_collections.zkrollout.dc.plugins.module_utils.agent"
 
 
@@ -76,6 +78,7 @@ class AgentFleet(object):
             "allowed_url_prefixes": sorted({spec["initial"]["url"].rsplit("/", 1)[0] + "/" for spec in self.services.values()}),
             "zookeeper": {"hosts": self.zk_hosts, "root": self.zk_root, "session_timeout": self.session_timeout, "timeout": 5.0},
             "services": services,
+            "trusted_keys": [release_signing.public_pem()],
         }
 
     def write_config(self, host):

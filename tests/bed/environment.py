@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 
+from . import signing as release_signing
 from .artifacts import ArtifactServer, build_artifacts
 from .fleet import NetnsFleet
 from .zookeeper import ZooKeeper
@@ -40,9 +41,11 @@ VERSIONS = {"1.0.0": {}, "2.0.0": {}, "3.0.0": {"broken": True}}
 
 
 def ensure_wheels():
-    """The directory with the kazoo wheel the hosts install from (they cannot reach a package index)."""
-    if not os.path.isdir(WHEEL_DIR) or not any(name.startswith("kazoo-") for name in os.listdir(WHEEL_DIR)):
-        raise RuntimeError("no kazoo wheel in %s for the test hosts; run make setup" % WHEEL_DIR)
+    """The directory with the kazoo and cryptography wheels the hosts install from (they cannot reach a package index)."""
+    names = os.listdir(WHEEL_DIR) if os.path.isdir(WHEEL_DIR) else []
+    for package in ("kazoo-", "cryptography-"):
+        if not any(name.startswith(package) for name in names):
+            raise RuntimeError("no %s wheel in %s for the test hosts; run make setup" % (package.rstrip("-"), WHEEL_DIR))
     return WHEEL_DIR
 
 
@@ -145,6 +148,7 @@ class FleetEnvironment(object):
             "zkrollout_agent_zk_session_timeout": self.session_timeout,
             "zkrollout_agent_allowed_url_prefixes": "'%s'" % json.dumps([self.server.url("")]),
             "zkrollout_agent_services": "'%s'" % json.dumps(self.agent_services(host)),
+            "zkrollout_agent_trusted_keys": "'%s'" % json.dumps([release_signing.public_line()]),
         }
 
     def write_inventory(self):

@@ -32,6 +32,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report imp
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import model
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.agents import AgentFleet
 from ansible_collections.zkrollout.dc.tests.bed.artifacts import ArtifactServer, build_artifacts
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
@@ -242,10 +243,10 @@ class RolloutBed(object):
             services.append(entry)
         return model.ReleaseSpec.from_dict({"id": rollout_id, "parallel": parallel, "services": services})
 
-    def seed(self, targets, rollout_id="r1", parallel=False):
-        """Seed a release as the rollout module does (one transaction); return the Change."""
+    def seed(self, targets, rollout_id="r1", parallel=False, sign=release_signing.sign):
+        """Seed a release as the rollout module does (one transaction), signed with ``sign``; return the Change."""
         spec = self.release(targets, rollout_id, parallel)
-        change = writes.read_plan_apply(self.client, self.layout, lambda snap, missing: writes.plan_seed(snap, self.layout, spec, missing))
+        change = writes.read_plan_apply(self.client, self.layout, lambda snap, missing: writes.plan_seed(snap, self.layout, spec, missing, sign=sign))
         self.seeded_at = time.monotonic()
         return change
 

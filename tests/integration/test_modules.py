@@ -20,6 +20,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report imp
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 
 from . import tree
 from .tree import FakeFleet, release, service
@@ -67,7 +68,7 @@ def test_seeding_writes_every_staging_entry_the_deploy_queue_and_the_rollout_nod
     snapshot = read_snapshot(client, layout)
     expected = ReleaseSpec.from_dict(spec)
     for name in ("A", "B", "C"):
-        assert snapshot.service(name).release == expected.service(name).release_entry("r1"), name
+        assert snapshot.service(name).release == release_signing.sign(expected.service(name).release_entry("r1")), name
         for path in layout.release_children(name):
             assert client.exists(path) is not None, "seeding did not create %s" % path
     assert snapshot.queued_services == ["A", "B", "C"]

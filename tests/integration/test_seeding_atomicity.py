@@ -40,6 +40,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout as
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, ReleaseSpec, canonical_json
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 
 from . import tree
@@ -180,7 +181,7 @@ def _assert_whole_rollout(client, layout):
     assert (snapshot.rollout.id, snapshot.rollout.state, snapshot.rollout.services) == ("r1", "running", ["A", "D"])
     assert snapshot.queued_services == ["A", "D"]
     assert {name: state.release for name, state in snapshot.services.items() if state.release_version >= 0} == {
-        name: spec.service(name).release_entry("r1") for name in ("A", "D")}
+        name: release_signing.sign(spec.service(name).release_entry("r1")) for name in ("A", "D")}
     for name in ("A", "D"):
         for path in layout.release_children(name):
             assert client.exists(path) is not None, path

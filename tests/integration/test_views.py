@@ -21,6 +21,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import R
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import complete_service, take_slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance
 
 from . import tree
@@ -190,6 +191,7 @@ def _agent_on(client, layout, zk, tmp_path, host):
         (directory / VERIFIED_MARKER).touch()
     config = parse_config({"host": host, "state_dir": str(tmp_path / "state"), "zookeeper": {"hosts": zk.hosts, "root": layout.root},
                            "allowed_url_prefixes": ["https://artifacts.example/"],
+                           "trusted_keys": [release_signing.public_pem()],
                            "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true"], "health": {"command": ["true"]}}}},
                           "test agent config")
     agent = Agent(config, client=client)

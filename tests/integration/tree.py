@@ -42,6 +42,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
 
 # ZooKeeper's own subtree (quotas, config) is not ours to compare.
@@ -316,15 +317,21 @@ def release(*services, **fields):
 
 # Controller writes through the core, for a test's preconditions (the modules are tested elsewhere).
 def seed(client, layout, spec, force=False):
-    """Seed the release ``spec`` (a dict) as the rollout module does; returns the applied Change."""
+    """Seed the release ``spec`` (a dict) as the rollout module does, signed; returns the applied Change."""
     parsed = ReleaseSpec.from_dict(spec)
-    return read_plan_apply(client, layout, lambda snapshot, missing: plan_seed(snapshot, layout, parsed, missing, force=force, by="test"))
+    def planner(snapshot, missing):
+        return plan_seed(snapshot, layout, parsed, missing, force=force, by="test", sign=release_signing.sign)
+
+    return read_plan_apply(client, layout, planner)
 
 
 def stage(client, layout, spec, rollout_id):
     """Stage one service ``spec`` (a dict from ``service()``) as the staging module does."""
     parsed = ServiceSpec.from_dict(dict(spec, schema=SCHEMA), "service %s" % spec["name"])
-    return read_plan_apply(client, layout, lambda snapshot, missing: plan_stage(snapshot, layout, missing, parsed, rollout_id))
+    def planner(snapshot, missing):
+        return plan_stage(snapshot, layout, missing, parsed, rollout_id, sign=release_signing.sign)
+
+    return read_plan_apply(client, layout, planner)
 
 
 # Running the collection's modules and playbooks.

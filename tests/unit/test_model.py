@@ -9,6 +9,7 @@ import json
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
+    FAILURE_REASON_CHARS,
     MAX_PAYLOAD_BYTES,
     ROLLOUT_STATES,
     Artifact,
@@ -22,6 +23,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     Slot,
     canonical_json,
     check_payload_bytes,
+    printable,
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -717,3 +719,10 @@ def test_a_writer_check_refuses_a_payload_above_the_size_cap_naming_size_and_lim
 def test_a_payload_above_the_size_cap_is_refused_unread():
     error = refused(Slot, b'{"schema":1,"to":"2.0","since":1,"owner":"' + b"a" * 300000 + b'"}')
     assert "300044 bytes, more than the 262144 allowed" in str(error)
+
+
+def test_text_the_writer_does_not_choose_is_made_printable_and_short_enough_to_parse():
+    reason = printable("HTTP 500\r\n\x1b[31mboom\x00" + "x" * 2000, FAILURE_REASON_CHARS)
+    record = Failure(version="2.0.0", stage="download", reason=reason, at=1.0)
+    assert Failure.from_bytes(record.to_bytes()).reason.startswith("HTTP 500 \n [31mboom ")
+    assert len(reason) == FAILURE_REASON_CHARS and reason.endswith("...")

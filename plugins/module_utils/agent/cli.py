@@ -45,6 +45,7 @@ def _status(config, as_json):
             name, service["running"] or "-", "healthy" if service["healthy"] else "unhealthy",
             progress.get("phase", "idle") + ("/" + progress["step"] if progress.get("step") else ""), ",".join(service["prepared"]) or "-"))
         print("  %-12s last decision: %s: %s" % ("", decision.get("action", "-"), decision.get("reason", "-")))
+    print("  release signatures: %s" % status.get("release_signatures", "-"))
     zookeeper = status.get("zookeeper") or {}
     print("  ZooKeeper: %d requests sent, %d watch notifications received" % (zookeeper.get("requests", 0), zookeeper.get("notifications", 0)))
     for problem in status.get("problems") or ():
@@ -72,6 +73,8 @@ def main(argv=None):
         print("%s: valid config for host %s, services %s" % (args.config, config.host, ", ".join(config.service_names)))
         for warning in config.warnings:
             print("WARNING: %s" % warning)
+        if config.trusted_keys is None:
+            print("WARNING: release signatures are NOT checked (allow_unsigned_releases: true)")
         return 0
     if args.command == "status":
         return _status(config, args.json)

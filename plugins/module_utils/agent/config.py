@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from ..core.layout import LayoutError, check_name
 from ..core.model import Artifact, PayloadError, validate_version
+from ..core.signing import SigningError, TrustedKeys
 from ..store.client import ConnectionOptions, ZkConnectionError
 from .artifacts import ArtifactError, check_url, normalize_prefix
 
@@ -109,6 +110,8 @@ class AgentConfig(object):
     safety_tick: float = 60.0
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = None
+    # None: signatures are not checked (allow_unsigned_releases, labs only).
+    trusted_keys: object = None
     fetch: FetchPolicy = DEFAULT_FETCH
     path: str = ""
 
@@ -311,9 +314,33 @@ def parse_config(raw, path="agent config"):
         safety_tick=_number(raw, "safety_tick", 60.0, path),
         metrics_bind=metrics.get("bind", "127.0.0.1"),
         metrics_port=metrics.get("port"),
+        trusted_keys=_trusted_keys(raw, path),
         fetch=fetch,
         path=path,
     )
+
+
+def _trusted_keys(raw, path):
+    """The keys release signatures must verify with; None only with the explicit opt-out."""
+    keys = raw.get("trusted_keys", [])
+    allow_unsigned = raw.get("allow_unsigned_releases", False)
+    if not isinstance(allow_unsigned, bool):
+        raise ConfigError("%s: allow_unsigned_releases must be true or false, got %r" % (path, allow_unsigned))
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise ConfigError("%s: trusted_keys must be a list of PEM public keys, got %r" % (path, keys))
+    if allow_unsigned:
+        if keys:
+            raise ConfigError("%s: trusted_keys and allow_unsigned_releases: true contradict each other; "
+                              "drop the opt-out to check signatures" % path)
+        return None
+    if not keys:
+        raise ConfigError("%s: trusted_keys is empty: list the public key(s) the deployer signs releases with "
+                          "(zkrollout_agent_trusted_keys), or set allow_unsigned_releases: true in a lab that accepts "
+                          "that anyone who can write the ZooKeeper tree chooses what this host runs" % path)
+    try:
+        return TrustedKeys.from_texts(keys, "%s: trusted_keys" % path)
+    except SigningError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def load_config(path):

@@ -38,6 +38,7 @@ ROLLBACK = "rollback"
 RELEASE_SLOT = "release_slot"
 RESUME = "resume"
 COMPLETE = "complete"
+REFUSE_RELEASE = "refuse_release"
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,15 @@ def decide(host, snapshot, local, connected):
             return Decision(WAIT, "waiting: the slot of %s on %s is held by %s, not by this agent"
                             % (service, host, slot.owner if slot is not None else "an unknown owner (malformed slot)"))
         return Decision(RELEASE_SLOT, "the slot of %s on %s is left from an interrupted run and this agent is idle: release it" % (service, host))
-    if release is None:
-        return Decision(WAIT, "idle: no rollout of %s" % service)
     rollout = snapshot.rollout
+    if release is None:
+        refusal = state.refusal
+        if refusal is None:
+            return Decision(WAIT, "idle: no rollout of %s" % service)
+        if rollout is not None and rollout.active and refusal.rollout == rollout.id and host not in state.failures:
+            # Recorded as this host's failure, so the refusal halts the service and every report shows why.
+            return Decision(REFUSE_RELEASE, "refused the release of %s: %s" % (service, refusal.reason), refusal.version)
+        return Decision(WAIT, "idle: the release of %s is refused: %s" % (service, refusal.reason))
     target = release.version
     if local.running == target:
         if host in state.ready_hosts:

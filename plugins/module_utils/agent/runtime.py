@@ -23,8 +23,9 @@ import threading
 import time
 
 from ..core.layout import Layout, check_name, split_sequential
-from ..core.model import Failure, PayloadError, Slot
+from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
+from ..core.signing import screen_releases
 from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
 from ..store.locks import release_leftover_locks
 from ..store.slots import complete_service, finish_turn, release_slot, take_slot
@@ -127,6 +128,9 @@ class Agent(object):
         to the last version it ran.
         """
         self.connect()
+        if self.config.trusted_keys is None:
+            self.log.warning("release signatures are NOT checked (allow_unsigned_releases: true): anyone who can write %s "
+                             "chooses what this host downloads and runs", self.layout.root)
         if not once:
             for name in self.config.service_names:
                 self._workers[name] = threading.Thread(target=self._health_worker, args=(name,), name="health-%s" % name, daemon=True)
@@ -266,15 +270,19 @@ class Agent(object):
 
     def _read_view(self):
         known = set(self.snapshot.problems) if self.snapshot is not None else set()
-        self.snapshot = self.view.refresh(self._dependencies())
+        self.snapshot = self.trusted(self.view.refresh(self._dependencies()))
         if set(self._dependencies()) - set(self.snapshot.services):
             # A release named a dependency the view does not hold yet: read it too.
-            self.snapshot = self.view.refresh(self._dependencies())
+            self.snapshot = self.trusted(self.view.refresh(self._dependencies()))
         self.view.plan(watch_plan(self.layout, self.host, self.snapshot, self.config.service_names, self._dependencies()))
         for problem in self.snapshot.problems:
             if problem not in known:
                 # Named once when it appears (status lists it as long as it lasts): what to fix, where.
                 self.log.warning("malformed node in this agent's view, read conservatively: %s", problem)
+
+    def trusted(self, snapshot):
+        """``snapshot`` without the release entries this host must not use (core.signing): every decision reads this."""
+        return screen_releases(snapshot, self.config.trusted_keys, self.layout)
 
     def _dependencies(self):
         """Services our own services depend on, as far as the view knows: they are part of it."""
@@ -427,7 +435,8 @@ class Agent(object):
     def record_failure(self, name, version, stage, reason, rolled_back_to=None):
         """Write ``failed/<host>`` for the service (create or replace)."""
         path = self.layout.failure(name, self.host)
-        data = Failure(version=version, stage=stage, reason=reason[:1000], at=time.time(), rolled_back_to=rolled_back_to).to_bytes()
+        data = Failure(version=version, stage=stage, reason=printable(reason, FAILURE_REASON_CHARS), at=time.time(),
+                       rolled_back_to=rolled_back_to).to_bytes()
         try:
             self.client.create(path, data)
         except NodeExistsError:
@@ -462,6 +471,9 @@ class Agent(object):
             self.resume(name)
         elif action == actions.COMPLETE:
             self._complete(name)
+        elif action == actions.REFUSE_RELEASE:
+            self.log.error("service %s: %s", name, decision.reason)
+            self.record_failure(name, decision.version, "signature", decision.reason)
 
     def _start(self, name, version):
         with self._local_locks[name]:
@@ -491,7 +503,7 @@ class Agent(object):
                     owner=agent_owner(self.host), session="%x" % self.client.client_id[0])
 
         def allow(snapshot):
-            again = decide(self.host, snapshot, view, self.connected)
+            again = decide(self.host, self.trusted(snapshot), view, self.connected)
             return (again.action, again.version) == (decision.action, decision.version), again.reason
 
         # The registration this session made goes in the slot's own transaction: the instance is about to stop.
@@ -617,12 +629,21 @@ class Agent(object):
         """Remove the service's deploy queue entry, decided again on a fresh read under its lock."""
 
         def still_complete(fresh):
+            fresh = self.trusted(fresh)
             return (fresh.rollout is not None and fresh.rollout.state == "running" and rollout_stage(fresh, name) == "rolling"
                     and service_complete(fresh, name) and not fresh.service(name).failures)
 
         self.log.info("service %s: %s", name, complete_service(self.client, self.layout, name, self.host, still_complete))
 
     # Status.
+    @property
+    def signature_policy(self):
+        """How this host checks release signatures, in words (status and ``zkrollout-agent status``)."""
+        keys = self.config.trusted_keys
+        if keys is None:
+            return "NOT CHECKED (allow_unsigned_releases: true)"
+        return "required, trusted keys %s" % ", ".join(sorted(keys.keys))
+
     def _write_status(self):
         # An idle agent loops every loop_wait: the file is rebuilt and rewritten when something a
         # reader cares about changed (not just the clocks and counters), and every STATUS_REFRESH seconds.
@@ -649,6 +670,7 @@ class Agent(object):
             "decisions_total": dict(self.counters),
             "zookeeper": {"requests": self.requests.requests, "notifications": self.view.notifications if self.view else 0},
             "problems": list(self.snapshot.problems) if self.snapshot is not None else [],
+            "release_signatures": self.signature_policy,
         }
         path = os.path.join(self.config.state_dir, "status.json")
         temp = path + ".tmp"

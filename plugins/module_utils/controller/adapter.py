@@ -18,6 +18,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ..core.layout import Layout, LayoutError
 from ..core.model import DEFAULT_JUTE_MAXBUFFER, PayloadError
 from ..core.plan import PlanError
+from ..core.signing import SigningError, load_private_key, sign_entry
 from ..store.client import KAZOO_IMPORT_ERROR, ConnectionOptions, ZkConnectionError, connect, disconnect, parse_acl
 from .writes import WriteRefused, read_plan_apply
 
@@ -42,6 +43,48 @@ def zk_argument_spec():
         zk_acl=dict(type="list", elements="str", default=[], no_log=True),
         zk_jute_maxbuffer=dict(type="int", default=DEFAULT_JUTE_MAXBUFFER),
     )
+
+
+def signing_argument_spec():
+    """Argument spec of the release-signing options (documented by the ``zkrollout.dc.signing`` fragment)."""
+    return dict(
+        signing_key=dict(type="path", fallback=(env_fallback, ["ZKROLLOUT_SIGNING_KEY_FILE"])),
+        signing_key_content=dict(type="str", no_log=True, fallback=(env_fallback, ["ZKROLLOUT_SIGNING_KEY"])),
+        signing_key_passphrase=dict(type="str", no_log=True, fallback=(env_fallback, ["ZKROLLOUT_SIGNING_KEY_PASSPHRASE"])),
+        allow_unsigned=dict(type="bool", default=False),
+    )
+
+
+SIGNING_MUTUALLY_EXCLUSIVE = [("signing_key", "signing_key_content")]
+
+
+def release_signer(module):
+    """The function that signs each release entry the task writes, or None when the task opted out.
+
+    Fails the module when no key is given without ``allow_unsigned``, or the key cannot be used.
+    """
+    params = module.params
+    pem, where = params["signing_key_content"], "signing_key_content"
+    if params["signing_key"]:
+        where = "signing_key %s" % params["signing_key"]
+        try:
+            with open(params["signing_key"], "rb") as key_file:
+                pem = key_file.read()
+        except OSError as exc:
+            module.fail_json(msg="%s: cannot read it: %s" % (where, exc))
+    if not pem:
+        if params["allow_unsigned"]:
+            module.warn("the release is written UNSIGNED (allow_unsigned: true): only agents with allow_unsigned_releases "
+                        "use it, and anyone who can write the tree could replace it")
+            return None
+        module.fail_json(msg="no signing key: give signing_key (a file) or signing_key_content (for example from an AWX "
+                             "credential) with the deployer's Ed25519 private key, or allow_unsigned: true in a lab whose "
+                             "agents set allow_unsigned_releases; see docs/security.md")
+    try:
+        private_key = load_private_key(pem, params["signing_key_passphrase"], where)
+    except SigningError as exc:
+        module.fail_json(msg=str(exc))
+    return lambda entry: sign_entry(entry, private_key)
 
 
 def connection_options(module):

@@ -11,6 +11,7 @@ or not at all, even if the controller dies, and a concurrent writer makes it fai
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -198,17 +199,46 @@ def new_rollout_id(spec_hash, now):
     return "%s-%s" % (time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)), spec_hash[:8])
 
 
-def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None):
-    """Plan the seeding of ``spec`` (a ReleaseSpec); see the module ``rollout`` for the rules."""
+def _unsigned(entry):
+    return entry if entry is None else dataclasses.replace(entry, signature=None)
+
+
+def _resign_ops(snapshot, layout, entry):
+    """Replace a staged entry that differs from ``entry`` only by its signature, and drop the refusals it caused.
+
+    The ready queue and other failures stay: the release itself is unchanged.
+    """
+    state = snapshot.service(entry.service)
+    ops = [Op("set", layout.release(entry.service), entry.to_bytes(), version=state.release_version)]
+    ops += [Op("delete", layout.failure(entry.service, host)) for host, failure in sorted(state.failures.items())
+            if failure is not None and failure.stage == "signature" and failure.version == entry.version]
+    return ops
+
+
+def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None, sign=None):
+    """Plan the seeding of ``spec`` (a ReleaseSpec); see the module ``rollout`` for the rules.
+
+    ``sign`` (entry -> signed entry) signs every release entry; a rollout already seeded with
+    this release whose entries carry other signatures (none, or an old key's) is re-signed in place.
+    """
     now = time.time() if now is None else now
     plan = plan_release(spec, snapshot.roster_sizes())
     current = snapshot.rollout
     before = _tree_view(snapshot)
+    sign = sign or (lambda entry: entry)
     if current is not None and current.spec_hash == spec.spec_hash and spec.id in (None, current.id) and current.state != "aborted":
         repairs = [path for name in _staged(snapshot) for path in snapshot.service(name).missing_subtrees]
-        return Change(ops=tuple(_ensure_containers(missing) + [Op("create", path) for path in repairs]) if repairs else (),
-                      before=before, after=before, message="rollout %s already seeded with this release%s" % (
-                          current.id, "; repaired the missing sub-trees %s" % ", ".join(repairs) if repairs else ""),
+        wanted = [sign(service.release_entry(current.id)) for service in spec.services]
+        staged = {entry.service: snapshot.service(entry.service).release for entry in wanted}
+        resigned = [entry for entry in wanted if entry.signature is not None and staged[entry.service] not in (None, entry)
+                    and _unsigned(staged[entry.service]) == _unsigned(entry)]
+        ops = [op for entry in resigned for op in _resign_ops(snapshot, layout, entry)] + [Op("create", path) for path in repairs]
+        notes = (["repaired the missing sub-trees %s" % ", ".join(repairs)] if repairs else []) + (
+            ["signed %s with key %s" % (", ".join(entry.service for entry in resigned), resigned[0].signature.key)] if resigned else [])
+        after = dict(before, staging=dict(before.get("staging", {}), **{entry.service: entry.to_dict() for entry in resigned})) if resigned else before
+        return Change(ops=tuple(_ensure_containers(missing) + ops) if ops else (),
+                      before=before, after=after, message="rollout %s already seeded with this release%s" % (
+                          current.id, "".join("; " + note for note in notes)),
                       warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})
     if current is None and snapshot.rollout_version >= 0 and not force:
         raise WriteRefused("%s holds malformed data; inspect it with rollout_info, then re-run with force: true to replace it" % layout.rollout)
@@ -222,7 +252,7 @@ def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None):
     for name in _staged(snapshot):
         ops += _delete_release_ops(snapshot, layout, name)
     ops += [Op("delete", layout.deploy_entry(member.node)) for member in snapshot.deploy_queue]
-    entries = {service.name: service.release_entry(rollout_id) for service in spec.services}
+    entries = {service.name: sign(service.release_entry(rollout_id)) for service in spec.services}
     for name in plan.order:
         ops += _create_release_ops(layout, entries[name])
     for name in plan.order:
@@ -272,11 +302,11 @@ def plan_cancel(snapshot, layout, missing=None):
                   message="cancelled rollout %s" % rollout_id, result={"rollout_id": rollout_id})
 
 
-def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=None):
+def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=None, sign=None):
     """Plan adding or updating one staged service (the seed's first manual step).
 
     The quorum is checked against the roster as seeding checks it: one that could never be met
-    raises PlanError before anything is written.
+    raises PlanError before anything is written. ``sign`` signs the entry (see ``plan_seed``).
     """
     if not isinstance(service_spec, ServiceSpec):
         raise TypeError("plan_stage expects a ServiceSpec")
@@ -286,6 +316,7 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     rollout_id = rollout_id or (state.release.rollout if state.release else None) or (snapshot.rollout.id if snapshot.rollout else None)
     rollout_id = rollout_id or new_rollout_id(hashlib.sha256(canonical_json(service_spec.to_dict())).hexdigest(), time.time() if now is None else now)
     entry = service_spec.release_entry(rollout_id)
+    entry = sign(entry) if sign is not None else entry
     before = {"staging": {service_spec.name: state.release.to_dict() if state.release else None}}
     after = {"staging": {service_spec.name: entry.to_dict()}}
     if state.release == entry and state.missing_subtrees:
@@ -295,6 +326,10 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     if state.release == entry:
         return Change(before=before, after=before, message="service %s already staged" % entry.service, warnings=tuple(warnings),
                       result={"entry": entry.to_dict()})
+    if sign is not None and state.release is not None and _unsigned(state.release) == _unsigned(entry):
+        return Change(ops=tuple(_resign_ops(snapshot, layout, entry)), before=before, after=after,
+                      message="service %s already staged; signed it with key %s" % (entry.service, entry.signature.key),
+                      warnings=tuple(warnings), result={"entry": entry.to_dict()})
     if state.slots:
         raise WriteRefused("service %s: cannot change its release while %s hold upgrade slots; pause the rollout and wait"
                            % (entry.service, ", ".join(sorted(state.slots))))

@@ -29,11 +29,15 @@ _VERSION_RE = re.compile(r"\A" + VERSION_PATTERN + r"\Z")
 _SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 _PERCENT_RE = re.compile(r"\A([0-9]{1,3})%\Z")
 _ROLLOUT_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
+_KEY_ID_RE = re.compile(r"\A[0-9a-f]{16}\Z")
+# 64 bytes in base64: 86 characters and "==".
+_SIGNATURE_RE = re.compile(r"\A[A-Za-z0-9+/]{86}==\Z")
 URL_SCHEMES = ("http", "https", "file")
 ON_FAILURE = ("halt", "rollback")
 ROLLOUT_STATES = ("running", "paused", "aborted", "failed", "done")
 ACTIVE_ROLLOUT_STATES = ("running", "paused")
-FAILURE_STAGES = ("download", "verify", "unpack", "stop", "start", "health", "rollback")
+FAILURE_REASON_CHARS = 1024
+FAILURE_STAGES = ("signature", "download", "verify", "unpack", "stop", "start", "health", "rollback")
 
 
 class PayloadError(ValueError):
@@ -248,6 +252,16 @@ def validate_text(max_length):
     return validate
 
 
+def printable(text, max_length):
+    """``text`` made fit for a free-text field: control characters (but newline and tab) become spaces, cut to ``max_length``.
+
+    For text the writer does not choose itself (an exception's message, a server's answer), so
+    that what it records always parses.
+    """
+    cleaned = "".join(" " if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in str(text))
+    return cleaned if len(cleaned) <= max_length else cleaned[:max_length - 3] + "..."
+
+
 # Who holds an upgrade slot: ``agent:<host>`` or ``controller:<id>`` (rules.controller_owner).
 validate_owner = validate_text(256)
 
@@ -384,6 +398,33 @@ class Artifact(Payload):
         return {"url": self.url, "sha256": self.sha256}
 
 
+def validate_key_id(value, where=(None, ""), field_name="key"):
+    """A signing key id: 16 lower-case hex digits."""
+    if not isinstance(value, str) or not _KEY_ID_RE.match(value):
+        _fail(where, field_name, value, "expected a key id of 16 hexadecimal digits")
+    return value
+
+
+def validate_signature_value(value, where=(None, ""), field_name="value"):
+    """An Ed25519 signature: the base64 of 64 bytes."""
+    if not isinstance(value, str) or not _SIGNATURE_RE.match(value):
+        _fail(where, field_name, value, "expected the base64 of a 64-byte Ed25519 signature")
+    return value
+
+
+@dataclass(frozen=True)
+class Signature(Payload):
+    """Who signed a release entry (the key id) and the signature itself (see core.signing)."""
+
+    kind = "signature"
+    nested = True
+    key: str = _field(validate_key_id)
+    value: str = _field(validate_signature_value)
+
+    def to_dict(self):
+        return {"key": self.key, "value": self.value}
+
+
 @dataclass(frozen=True)
 class ReleaseEntry(Payload):
     """``staging/<svc>``: the target of one service in a rollout."""
@@ -397,6 +438,14 @@ class ReleaseEntry(Payload):
     max_parallel: int = _field(validate_positive_int, 1)
     on_failure: str = _field(validate_choice(ON_FAILURE), "halt")
     depends_on: list = _field(validate_names("service"), [])
+    signature: Signature = _field(validate_optional(_nested(Signature)), None)
+
+    def to_dict(self):
+        raw = super().to_dict()
+        if self.signature is None:
+            # An unsigned entry keeps the bytes it had before signatures existed.
+            del raw["signature"]
+        return raw
 
 
 @dataclass(frozen=True)
@@ -458,7 +507,7 @@ class Failure(Payload):
     kind = "failure record"
     version: str = _field(validate_version)
     stage: str = _field(validate_choice(FAILURE_STAGES))
-    reason: str = _field(validate_text(1024))
+    reason: str = _field(validate_text(FAILURE_REASON_CHARS))
     at: float = _field(validate_timestamp)
     rolled_back_to: str = _field(validate_optional(validate_version), None)
 

@@ -23,6 +23,19 @@ class QueueMember(object):
 
 
 @dataclass(frozen=True)
+class ReleaseRefusal(object):
+    """A release entry this host does not use (not signed by a trusted key, or for another service).
+
+    Only its claimed rollout id and version are kept, to name it in the failure record; nothing
+    else of an entry that did not verify is ever read.
+    """
+
+    rollout: str
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ServiceState(object):
     """Everything the tree says about one service.
 
@@ -31,6 +44,7 @@ class ServiceState(object):
     there but its payload is malformed, which still counts: a held slot, a halting failure);
     ``problems`` names every malformed node of the service; ``missing_subtrees`` the sub-trees
     (ready, upgrading, failed) that a staged release lacks (deleted by hand): staging repairs them.
+    ``refusal`` is set (and ``release`` None) when an agent refused the staged entry (core.signing).
     """
 
     name: str
@@ -44,6 +58,7 @@ class ServiceState(object):
     problems: tuple = ()
     missing_subtrees: tuple = ()
     slot_mtimes: dict = field(default_factory=dict)
+    refusal: ReleaseRefusal = None
 
     @property
     def ready_hosts(self):

@@ -23,6 +23,7 @@ GOOD = {
     "loop_wait": 1,
     "zookeeper": {"hosts": "10.0.0.1:2181,10.0.0.2:2181", "root": "/dc", "session_timeout": 10},
     "allowed_url_prefixes": ["https://artifacts.example/"],
+    "trusted_keys": ["Yaq2+MD3N5BSLPrEwnHVT4mfaGDqmT7cddWrqoLAR+M="],
     "metrics": {"port": 9464},
     "services": {
         "app": {
