@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent  # noqa: E402
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot  # noqa: E402
@@ -190,7 +190,7 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
         startup = time.monotonic() - started
         # A fleet always has a previous release: one of the rolled service at the version it runs, done at once.
         tree.seed(controller, fleet.layout, tree.release(tree.service(rolled, version=OLD, quorum=hosts - 2, max_parallel=2), id="previous"))
-        wait_until(lambda: read_snapshot(controller, fleet.layout, services=[]).rollout.state == "done", 120, "the previous release to be done")
+        wait_until(lambda: overall_state(read_snapshot(controller, fleet.layout))[0] == "done", 120, "the previous release to be done")
         # Idle: one safety tick of every agent (they tick at jittered times), with nothing to do.
         time.sleep(2.0)
         requests, notifications = fleet.requests(), fleet.notifications()

@@ -49,7 +49,7 @@ rollout:
   returned: always
   type: dict
 deploy_queue:
-  description: Services still in the deploy queue, head first.
+  description: Services still to roll (the deploy queue without its complete services), head first.
   returned: always
   type: list
   elements: str

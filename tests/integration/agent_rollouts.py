@@ -28,7 +28,7 @@ from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import model
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
@@ -197,6 +197,7 @@ class RolloutBed(object):
         self.monitor = None
         self.history = None
         self.seeded_at = None
+        self.seeded_queue = None
 
     def __enter__(self):
         return self
@@ -248,6 +249,7 @@ class RolloutBed(object):
         spec = self.release(targets, rollout_id, parallel)
         change = writes.read_plan_apply(self.client, self.layout, lambda snap, missing: writes.plan_seed(snap, self.layout, spec, missing, sign=sign))
         self.seeded_at = time.monotonic()
+        self.seeded_queue = [member.node for member in self.snapshot().deploy_queue]
         return change
 
     # Reading the tree.
@@ -290,13 +292,20 @@ class RolloutBed(object):
             time.sleep(interval)
 
     def wait_done(self, timeout=60.0):
-        """Wait until the rollout node says done; return the seconds since seeding."""
+        """Wait until the rollout is done (derived from the tree); return the seconds since seeding.
+
+        Also checks that no agent wrote the deployer's nodes on the way: the deploy queue still
+        holds every entry seeded, and the rollout node was never marked done.
+        """
         def done():
-            rollout = self.snapshot().rollout
-            return rollout is not None and rollout.state == "done"
+            return overall_state(self.snapshot())[0] == "done"
 
         self.wait_for(done, timeout, "the rollout to be done")
-        return time.monotonic() - self.seeded_at
+        took = time.monotonic() - self.seeded_at
+        snapshot = self.snapshot()
+        assert [member.node for member in snapshot.deploy_queue] == self.seeded_queue, "an agent changed the deploy queue"
+        assert snapshot.rollout.state != "done", "an agent wrote the rollout node"
+        return took
 
     def wait_all_on(self, service, version, hosts=None, timeout=20.0):
         """Wait until ``hosts`` (default all) are registered on ``version`` and answer healthy on it, and nobody else is registered.

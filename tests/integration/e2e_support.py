@@ -208,9 +208,9 @@ class EndToEndFleet(object):
         return versions
 
     def rollout_state(self):
-        """The rollout node's own state (running, done...), or None."""
-        rollout = self.snapshot().rollout
-        return rollout.state if rollout else None
+        """The rollout's state as a waiter sees it (running, done...: completion is derived from the tree), or None."""
+        state = report.overall_state(self.snapshot())[0]
+        return None if state == "none" else state
 
     # Waiting.
     def wait_for(self, condition, timeout, what, interval=0.1):
@@ -229,7 +229,7 @@ class EndToEndFleet(object):
             time.sleep(interval)
 
     def wait_done(self, timeout):
-        """Wait until the rollout node says done; return the seconds since seeding."""
+        """Wait until the rollout is done; return the seconds since seeding."""
         self.wait_for(lambda: self.rollout_state() == "done", timeout, "the rollout to be done")
         return time.monotonic() - self.seeded_at
 

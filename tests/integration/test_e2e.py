@@ -78,7 +78,7 @@ class TestOneFleet:
         # The playbook has exited; from here on the hosts work alone.
         assert fleet.rollout_state() == "running"
         took = fleet.wait_done(ROLLOUT_TIMEOUT)
-        assert fleet.snapshot().queued_services == []
+        assert fleet.report()["deploy_queue"] == []
         assert_on_targets(fleet, services, fleet.hosts)
         fleet.stop_monitor()
         fleet.assert_dependency_order(services)
@@ -113,7 +113,7 @@ class TestOneFleet:
 
         # Still the one rollout seeded above: nobody seeded again.
         rollout = fleet.snapshot().rollout
-        assert (rollout.id, rollout.created, rollout.state) == (seeded.id, seeded.created, "done")
+        assert (rollout.id, rollout.created, fleet.rollout_state()) == (seeded.id, seeded.created, "done")
         assert_on_targets(fleet, services, fleet.hosts)
         fleet.stop_monitor()
         fleet.assert_dependency_order(services, hosts=others)

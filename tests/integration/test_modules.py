@@ -215,7 +215,6 @@ def test_a_finished_rollout_is_replaced_by_a_new_release_without_force(zkrollout
     _three_hosts(fleet)
     tree.seed(client, layout, _abc_release(id="r1"))
     fleet.roll_out()
-    fleet.complete_rollout()
 
     result = zkrollout("rollout", release=release(service("A", version="3.0.0"), id="r2"))
 
@@ -344,7 +343,6 @@ def test_a_bad_release_fails_naming_service_and_field_and_leaves_every_znode_unt
     _three_hosts(fleet)
     tree.seed(client, layout, _abc_release(id="r0"))
     fleet.roll_out()
-    fleet.complete_rollout()
     spec, expected = BAD_RELEASES[case]
     before = tree_view()
 

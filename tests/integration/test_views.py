@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.wakeups import plan
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import RequestCounter
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import complete_service, take_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance
@@ -165,22 +162,6 @@ def test_a_slot_decided_on_a_rollout_that_changed_meanwhile_is_not_created(clien
     taken, reason, slot = _take_slot_while(client, layout, zk, pause)
     assert (taken, slot) == (False, None)
     assert "changed while deciding" in reason
-
-
-@pytest.mark.parametrize("complete_on_the_fresh_read", [True, False])
-def test_completion_is_decided_again_on_a_fresh_read_under_the_lock(client, layout, zk, complete_on_the_fresh_read):
-    fleet, hosts = _fleet_of(2, client, layout, zk)
-    try:
-        fleet.roll_out()
-        said = complete_service(client, layout, "A", "h001", lambda _fresh: complete_on_the_fresh_read)
-        snapshot = read_snapshot(client, layout)
-        if complete_on_the_fresh_read:
-            assert (snapshot.queued_services, snapshot.rollout.state) == ([], "done"), said
-        else:
-            assert (snapshot.queued_services, snapshot.rollout.state) == (["A"], "running"), said
-            assert "no longer complete" in said
-    finally:
-        fleet.close()
 
 
 def _agent_on(client, layout, zk, tmp_path, host):

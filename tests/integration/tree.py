@@ -36,7 +36,6 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     SCHEMA,
     Failure,
     ReleaseSpec,
-    RolloutState,
     ServiceSpec,
     Slot,
 )
@@ -281,16 +280,6 @@ class FakeFleet(object):
                     time.sleep(pause)
                     self.upgrade(service, host, state.release.version)
 
-    def complete_rollout(self):
-        """What the agent that observes the last service complete does: empty the queue, mark it done."""
-        snapshot = read_snapshot(self._shared, self.layout)
-        transaction = self._shared.transaction()
-        for member in snapshot.deploy_queue:
-            transaction.delete(self.layout.deploy_entry(member.node))
-        done = RolloutState.from_dict(dict(snapshot.rollout.to_dict(), state="done", updated=time.time()))
-        transaction.set_data(self.layout.rollout, done.to_bytes(), version=snapshot.rollout_version)
-        transaction.commit()
-
 
 # Release specs, valid unless a test breaks them.
 def artifact(name, version):
@@ -319,6 +308,7 @@ def release(*services, **fields):
 def seed(client, layout, spec, force=False):
     """Seed the release ``spec`` (a dict) as the rollout module does, signed; returns the applied Change."""
     parsed = ReleaseSpec.from_dict(spec)
+
     def planner(snapshot, missing):
         return plan_seed(snapshot, layout, parsed, missing, force=force, by="test", sign=release_signing.sign)
 
@@ -328,6 +318,7 @@ def seed(client, layout, spec, force=False):
 def stage(client, layout, spec, rollout_id):
     """Stage one service ``spec`` (a dict from ``service()``) as the staging module does."""
     parsed = ServiceSpec.from_dict(dict(spec, schema=SCHEMA), "service %s" % spec["name"])
+
     def planner(snapshot, missing):
         return plan_stage(snapshot, layout, missing, parsed, rollout_id, sign=release_signing.sign)
 

@@ -108,8 +108,8 @@ def test_a_trusted_key_that_does_not_load_is_named_by_its_place(value):
 
 
 def test_a_key_of_another_algorithm_is_refused_saying_which_algorithm_is_needed():
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                                  serialization.NoEncryption())
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     with pytest.raises(signing.SigningError, match="Ed25519"):
         signing.load_private_key(pem)
 

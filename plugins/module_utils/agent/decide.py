@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..core.plan import slot_verdict, upgrade_budget
 from ..core.rules import (
     agent_slot,
+    blocking_services,
     failure_facts,
     healthy_hosts,
     lagging_dependencies,
@@ -23,7 +24,6 @@ from ..core.rules import (
     resolved_quorum,
     rollout_release,
     rollout_stage,
-    service_complete,
 )
 
 WAIT = "wait"
@@ -37,7 +37,6 @@ TAKE_SLOT = "take_slot"
 ROLLBACK = "rollback"
 RELEASE_SLOT = "release_slot"
 RESUME = "resume"
-COMPLETE = "complete"
 REFUSE_RELEASE = "refuse_release"
 
 
@@ -180,8 +179,6 @@ def decide(host, snapshot, local, connected):
         if state.failures and release.on_failure == "rollback" and rollout.state == "running" and progress.previous in local.prepared:
             candidates = sorted(h for h, version in state.registrations.items() if version == target)
             return _take_turn(host, snapshot, service, candidates, ROLLBACK, progress.previous)
-        if rollout.state == "running" and rollout_stage(snapshot, service) == "rolling" and service_complete(snapshot, service) and not state.failures:
-            return Decision(COMPLETE, "every online instance of %s runs %s and no slot is held: remove it from the deploy queue" % (service, target))
         return Decision(WAIT, "on target %s %s" % (service, target))
     if host in state.failures:
         version, stage, reason = failure_facts(state.failures[host])
@@ -205,7 +202,7 @@ def decide(host, snapshot, local, connected):
     if stage not in ("rolling", "finished"):
         if rollout.parallel:
             return Decision(WAIT, "waiting: %s depends on %s, not complete yet" % (service, ", ".join(pending_dependencies(snapshot, service))))
-        return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, snapshot.queued_services[0]))
+        return Decision(WAIT, "waiting: %s is not at the head of the deploy queue (behind %s)" % (service, blocking_services(snapshot, service)[0]))
     lagging = lagging_dependencies(snapshot, service)
     if lagging:
         return Decision(WAIT, "waiting: %s depends on %s, which still has instances not on its target" % (service, ", ".join(lagging)))

@@ -24,12 +24,12 @@ import time
 
 from ..core.layout import Layout, check_name, split_sequential
 from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
-from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, service_complete
+from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, services_ahead
 from ..core.signing import screen_releases
 from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
 from ..store.locks import release_leftover_locks
-from ..store.slots import complete_service, finish_turn, release_slot, take_slot
-from ..store.views import GLOBAL, AgentView, own_registrations
+from ..store.slots import finish_turn, release_slot, take_slot
+from ..store.views import AgentView, own_registrations
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
 from .decide import Decision, LocalView, decide
@@ -229,7 +229,7 @@ class Agent(object):
                 self.perform(name, decision, snapshot)
                 if decision.action != actions.WAIT:
                     # Our own write changed what we saw: read it again rather than wait for a watch.
-                    self.view.invalidate([name, GLOBAL] if decision.action == actions.COMPLETE else [name])
+                    self.view.invalidate([name])
                     self.woken.set()
             except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
@@ -285,11 +285,21 @@ class Agent(object):
         return screen_releases(snapshot, self.config.trusted_keys, self.layout)
 
     def _dependencies(self):
-        """Services our own services depend on, as far as the view knows: they are part of it."""
+        """Services our own services depend on or wait for in the deploy queue, as far as the view knows: they are part of it."""
         if self.snapshot is None:
             return ()
-        return sorted({dep for name in self.config.service_names for dep in
-                       (self.snapshot.service(name).release.depends_on if self.snapshot.service(name).release else ())})
+        names = set(self.config.service_names)
+        for name in self.config.service_names:
+            release = self.snapshot.service(name).release
+            names.update(release.depends_on if release is not None else ())
+            names.update(services_ahead(self.snapshot, name))
+        return sorted(names - set(self.config.service_names))
+
+    def _decision_services(self, name):
+        """What a turn of ``name`` is decided on: ``name``, its dependencies and the services ahead of it, own ones too."""
+        release = self.snapshot.service(name).release if self.snapshot is not None else None
+        related = set(release.depends_on if release is not None else ()) | set(services_ahead(self.snapshot, name) if self.snapshot else ())
+        return [name] + sorted(related - {name})
 
     def _record(self, name, decision):
         previous = self.decisions.get(name)
@@ -469,8 +479,6 @@ class Agent(object):
             self._take_slot(name, decision)
         elif action == actions.RESUME:
             self.resume(name)
-        elif action == actions.COMPLETE:
-            self._complete(name)
         elif action == actions.REFUSE_RELEASE:
             self.log.error("service %s: %s", name, decision.reason)
             self.record_failure(name, decision.version, "signature", decision.reason)
@@ -508,10 +516,12 @@ class Agent(object):
 
         # The registration this session made goes in the slot's own transaction: the instance is about to stop.
         registered = self._registered.get(name)
-        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=[name] + self._dependencies(),
+        taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=self._decision_services(name),
                                            leaving=[registered] if registered else [])
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
+            # The fresh read disagreed with the view: read what the decision rests on again.
+            self.view.invalidate(self._decision_services(name))
             return
         with self._local_locks[name]:
             if registered:
@@ -624,16 +634,6 @@ class Agent(object):
                 return
             self.release_slot(name)
             self.state.update(name, phase="idle", step="", target=None, since=time.time())
-
-    def _complete(self, name):
-        """Remove the service's deploy queue entry, decided again on a fresh read under its lock."""
-
-        def still_complete(fresh):
-            fresh = self.trusted(fresh)
-            return (fresh.rollout is not None and fresh.rollout.state == "running" and rollout_stage(fresh, name) == "rolling"
-                    and service_complete(fresh, name) and not fresh.service(name).failures)
-
-        self.log.info("service %s: %s", name, complete_service(self.client, self.layout, name, self.host, still_complete))
 
     # Status.
     @property

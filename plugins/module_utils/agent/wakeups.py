@@ -12,9 +12,11 @@ Beyond that, per service, as kazoo's Lock watches only its predecessor:
 - any other host in the ready queue watches the ``max_parallel`` members just ahead of it: its
   position can fall below ``max_parallel`` only when one of them leaves;
 - in a rollback, the same among the hosts on the target (their registrations are the line);
-- the first host on the target of a rolling service watches slots and registrations for the
-  completion of the service; a candidate whose dependency lags watches that dependency's
-  registrations; a host whose slot a controller holds watches the slot set;
+- a candidate of a service that waits for others (ahead in the deploy queue, or its
+  dependencies in a parallel rollout) watches their slots and registrations, since their
+  completion (derived from those, never written) gives it its turn; a candidate whose
+  dependency lags watches that dependency's registrations; a host whose slot a controller holds
+  watches the slot set;
 - a host in its own turn (its agent's slot) is no candidate: nothing the others do changes a
   switch that runs, and its own commits invalidate its view.
 
@@ -23,7 +25,7 @@ So one host's upgrade wakes at most a few agents, whatever the size of the fleet
 
 from __future__ import annotations
 
-from ..core.rules import agent_slot, lagging_dependencies, rollout_stage
+from ..core.rules import agent_slot, blocking_services, lagging_dependencies
 from ..store.views import GLOBAL
 
 CHILDREN = "children"
@@ -80,15 +82,16 @@ def service_watches(layout, host, snapshot, service):
         if in_line is not None:
             candidate = candidate or in_line[0]
             watches |= in_line[1]
-    completion_watcher = on_target[:1] == [host] and rollout_stage(snapshot, service) == "rolling"
     if host in state.slots and agent_slot(state.slots[host]):
         # Our own turn: the switch runs to its end whatever the others do, and our own commits
         # invalidate the view. Only the predecessors' watches stay (our place after the turn).
         candidate = False
-    if candidate or completion_watcher or (host in state.slots and not agent_slot(state.slots[host])):
+    if candidate or (host in state.slots and not agent_slot(state.slots[host])):
         watches |= {(CHILDREN, layout.slots(service)), (CHILDREN, layout.current_service(service))}
-    if candidate:
+    if candidate and snapshot.rollout is not None:
         watches |= {(CHILDREN, layout.current_service(dep)) for dep in lagging_dependencies(snapshot, service)}
+        for ahead in blocking_services(snapshot, service):
+            watches |= {(CHILDREN, layout.slots(ahead)), (CHILDREN, layout.current_service(ahead))}
     return watches
 
 
@@ -99,5 +102,6 @@ def plan(layout, host, snapshot, services, dependencies):
         for kind, path in service_watches(layout, host, snapshot, name):
             keys = watches.setdefault((kind, path), set())
             keys.add(name)
-            keys.update(dep for dep in dependencies if path == layout.current_service(dep))
+            # A watch on another service's registrations or slots (one ahead, a dependency) re-reads that service too.
+            keys.update(other for other in set(services) | set(dependencies) if path in (layout.current_service(other), layout.slots(other)))
     return watches

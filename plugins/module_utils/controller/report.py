@@ -11,10 +11,11 @@ from __future__ import annotations
 from ..core.plan import upgrade_budget
 from ..core.rules import (
     TERMINAL_STATES,
+    blocking_services,
     failure_facts,
     halting_failures,
     healthy_hosts,
-    pending_dependencies,
+    remaining_services,
     resolved_quorum,
     rollout_services,
     service_complete,
@@ -39,15 +40,13 @@ def verdict(snapshot, name):
     rollout = snapshot.rollout
     if rollout is not None and rollout.state in ("paused", "aborted"):
         return rollout.state, "the rollout is %s: no new upgrade slots are taken" % rollout.state
-    queue = snapshot.queued_services
-    if name not in queue:
+    if name not in snapshot.queued_services:
         return "waiting", "%s is staged but not in the deploy queue" % name
-    if rollout is not None and rollout.parallel:
-        pending = pending_dependencies(snapshot, name)
-        if pending:
-            return "waiting", "dependency %s is not complete" % ", ".join(pending)
-    elif queue[0] != name:
-        return "waiting", "behind %s in the deploy queue" % queue[0]
+    blocking = blocking_services(snapshot, name)
+    if blocking and rollout is not None and rollout.parallel:
+        return "waiting", "dependency %s is not complete" % ", ".join(blocking)
+    if blocking:
+        return "waiting", "behind %s in the deploy queue" % blocking[0]
     hosts = service_hosts(snapshot, name)
     healthy = healthy_hosts(snapshot, name)
     quorum = resolved_quorum(snapshot, name)
@@ -77,8 +76,8 @@ def overall_state(snapshot):
     """``(state, reason)`` of the whole rollout, as a waiter or a dashboard sees it.
 
     The rollout node's own terminal state wins. A running rollout with a halted service is
-    reported failed; one whose services are all complete is reported done even before the
-    agents have removed the last deploy queue entry.
+    reported failed; one whose services are all complete is done: completion is derived from
+    the tree, and nobody writes ``done`` into the rollout node.
     """
     rollout = snapshot.rollout
     if rollout is None:
@@ -178,7 +177,8 @@ def rollout_report(snapshot):
         "state": state,
         "reason": reason,
         "rollout": rollout.to_dict() if rollout else None,
-        "deploy_queue": snapshot.queued_services,
+        # What is still to roll: complete services leave it (derived, see rules.remaining_services).
+        "deploy_queue": remaining_services(snapshot),
         "services_in_order": services,
         "hosts": host_report(snapshot),
         "services": reports,

@@ -33,7 +33,7 @@ from ..core.plan import PlanError, check_service, deploy_order, plan_release
 from ..core.rules import slot_owner_alive
 from ..store.commits import commit, missing_containers, transaction_bytes
 from ..store.reads import read_snapshot
-from .report import rollout_report
+from .report import overall_state, rollout_report
 
 CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot")
 
@@ -242,7 +242,7 @@ def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None, sig
                       warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})
     if current is None and snapshot.rollout_version >= 0 and not force:
         raise WriteRefused("%s holds malformed data; inspect it with rollout_info, then re-run with force: true to replace it" % layout.rollout)
-    if current is not None and current.active and not force:
+    if current is not None and current.active and overall_state(snapshot)[0] != "done" and not force:
         raise WriteRefused(
             "rollout %s is %s (%s); wait for it, cancel it with state: absent, or pass force: true to replace it"
             % (current.id, current.state, _describe_progress(snapshot))

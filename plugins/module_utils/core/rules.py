@@ -101,6 +101,32 @@ def service_complete(snapshot, name):
     return all(version == state.release.version for version in state.registrations.values())
 
 
+def remaining_services(snapshot):
+    """The deploy queue without its complete services: what is still to roll, in deploy order.
+
+    Completion is derived from the tree on every read, never written: agents write nothing in
+    the deploy queue or the rollout node, which stay the deployer's (docs/security.md). A
+    service is complete again only while it is: a host back online on an old version makes it
+    incomplete, and what follows it in the queue waits until that host caught up.
+    """
+    return [name for name in snapshot.queued_services if not service_complete(snapshot, name)]
+
+
+def services_ahead(snapshot, name):
+    """Services whose completion ``name`` waits for: those before it in the deploy queue, or in a parallel rollout its dependencies."""
+    release = snapshot.service(name).release
+    if snapshot.rollout is not None and snapshot.rollout.parallel:
+        return list(release.depends_on) if release is not None else []
+    queue = snapshot.queued_services
+    return queue[:queue.index(name)] if name in queue else []
+
+
+def blocking_services(snapshot, name):
+    """The services ahead of ``name`` (``services_ahead``) that are not complete: ``name`` rolls when there are none."""
+    remaining = remaining_services(snapshot)
+    return [other for other in services_ahead(snapshot, name) if other in remaining]
+
+
 def pending_dependencies(snapshot, name):
     """Dependencies of ``name`` still in the deploy queue and not complete."""
     release = snapshot.service(name).release
@@ -143,17 +169,15 @@ def rollout_release(snapshot, service):
 def rollout_stage(snapshot, service):
     """``finished``, ``rolling`` (may switch now), ``pending`` (waits for others) or None (no rollout).
 
-    Sequential releases roll the head of the deploy queue; ``parallel`` releases roll every
-    queued service whose dependencies are complete.
+    A service is finished while it is complete (or not in the deploy queue). Sequential releases
+    roll the first incomplete service of the queue; ``parallel`` releases roll every incomplete
+    service whose dependencies are complete.
     """
     if rollout_release(snapshot, service) is None:
         return None
-    queue = snapshot.queued_services
-    if service not in queue:
+    if service not in remaining_services(snapshot):
         return "finished"
-    if not snapshot.rollout.parallel:
-        return "rolling" if queue[0] == service else "pending"
-    return "pending" if pending_dependencies(snapshot, service) else "rolling"
+    return "pending" if blocking_services(snapshot, service) else "rolling"
 
 
 def most_popular_version(snapshot, service, candidates):

@@ -29,7 +29,7 @@ import dataclasses
 import time
 
 from ..core.layout import split_sequential
-from ..core.model import PayloadError, RolloutState, Slot
+from ..core.model import PayloadError, Slot
 from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 from .locks import ServiceLock, release_leftover_locks
 from .reads import read_snapshot
@@ -60,37 +60,6 @@ def service_lock(client, layout, service, identifier, timeout=LOCK_TIMEOUT, read
     finally:
         # Whatever failed on the way (the read too): our contender node must not outlive this turn.
         lock.release()
-
-
-def complete_service(client, layout, service, identifier, still_complete):
-    """Remove ``service`` from the deploy queue if ``still_complete(snapshot)`` holds on a fresh read under its lock.
-
-    The last service also sets the rollout ``done``, in the same transaction; every other
-    completion checks the rollout node's version, so a pause or an abort that happened meanwhile
-    wins. Returns a sentence saying what happened.
-    """
-    with service_lock(client, layout, service, identifier, read=lambda: read_snapshot(client, layout, services=[service])) as (lock, snapshot):
-        if lock is None:
-            return "the lock of %s is busy: completion is decided again later" % service
-        if not still_complete(snapshot):
-            return "%s is no longer complete on a fresh read: not removed from the deploy queue" % service
-        members = [member for member in snapshot.deploy_queue if member.name == service]
-        transaction = client.transaction()
-        transaction.check(lock.node_path, -1)
-        for member in members:
-            stat = client.exists(layout.deploy_entry(member.node))
-            if stat is None:
-                return "another agent completed %s first" % service
-            transaction.delete(layout.deploy_entry(member.node), version=stat.version)
-        if len(members) == len(snapshot.deploy_queue):
-            values = snapshot.rollout.to_dict()
-            values.update(state="done", updated=time.time(), reason="every service runs its target")
-            transaction.set_data(layout.rollout, RolloutState.from_dict(values).to_bytes(), version=snapshot.rollout_version)
-        else:
-            transaction.check(layout.rollout, snapshot.rollout_version)
-        if any(isinstance(result, Exception) for result in transaction.commit()):
-            return "the tree changed while completing %s (another agent, a pause or an abort): decided again later" % service
-        return "%s complete: removed from the deploy queue" % service
 
 
 def take_slot(client, layout, service, host, slot, allow, services=None, identifier=None, timeout=LOCK_TIMEOUT, leaving=(), checks=()):

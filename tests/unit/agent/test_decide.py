@@ -16,7 +16,6 @@ import dataclasses
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.decide import (
-    COMPLETE,
     DEREGISTER,
     JOIN_READY,
     LEAVE_READY,
@@ -195,11 +194,12 @@ def test_a_complete_dependency_still_in_the_queue_lets_its_dependant_roll_in_par
     assert decided(snapshot).action == TAKE_SLOT
 
 
-def test_the_same_tree_without_parallel_keeps_the_dependant_behind_the_head():
+def test_the_same_tree_without_parallel_lets_the_dependant_roll_too_since_completion_is_derived():
     snapshot = tree(service("db", current="h2=2.0 h3=2.0"), service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]),
                     queue=["db", "app"])
-    assert rollout_stage(snapshot, "app") == "pending"
-    assert_decision(decided(snapshot), WAIT, "not at the head of the deploy queue", "behind db")
+    assert rollout_stage(snapshot, "db") == "finished"
+    assert rollout_stage(snapshot, "app") == "rolling"
+    assert decided(snapshot).action == TAKE_SLOT
 
 
 def test_a_straggler_of_a_finished_service_takes_a_quorum_checked_turn():
@@ -276,26 +276,27 @@ def test_an_unfinished_switch_is_resumed(phase, step, connected):
                     RESUME, "resume the unfinished %s (step %s) towards 2.0" % (phase, step), version="2.0")
 
 
-# Completion: every online instance on target, no slot held, the head of the queue.
-COMPLETION_CASES = [
-    pytest.param(dict(current="h1=2.0 h2=2.0", offline="h3"), {}, COMPLETE,
-                 ["every online instance of app runs 2.0", "remove it from the deploy queue"], id="offline_hosts_do_not_hold_it_back"),
-    pytest.param(dict(current="h1=2.0 h2=1.0"), {}, WAIT, ["on target app 2.0"], id="one_instance_still_on_the_old_version"),
-    pytest.param(dict(current="h1=2.0 h2=2.0", slots="h3"), {}, WAIT, ["on target"], id="a_slot_is_still_held"),
-    pytest.param(dict(current="h1=2.0 h2=2.0"), dict(state="paused"), WAIT, ["on target"], id="the_rollout_is_paused"),
-    pytest.param(dict(current="h1=2.0 h2=2.0", failed="h3"), {}, WAIT, ["on target"], id="a_host_failed"),
-]
+# Completion is derived from the tree, never written: the next service rolls once the one ahead is complete.
+def test_a_host_on_the_target_of_a_complete_service_only_waits():
+    snapshot = tree(service(current="h1=2.0 h2=2.0", offline="h3", quorum=1))
+    assert_decision(decided(snapshot, local(running="2.0")), WAIT, "on target app 2.0")
 
 
-@pytest.mark.parametrize("release, top, action, facts", COMPLETION_CASES)
-def test_completion(release, top, action, facts):
-    snapshot = tree(service(quorum=1, **release), **top)
-    assert_decision(decided(snapshot, local(running="2.0")), action, *facts)
+@pytest.mark.parametrize("db, action, facts", [
+    pytest.param("h4=2.0 h5=2.0", TAKE_SLOT, ["slot allowed"], id="once_every_online_instance_ahead_runs_its_target"),
+    pytest.param("h4=2.0 h5=1.0", WAIT, ["not at the head of the deploy queue", "behind db"], id="not_while_one_ahead_still_runs_the_old_version"),
+    pytest.param("h4=2.0", WAIT, ["behind db"], id="not_while_a_slot_ahead_is_held"),
+])
+def test_the_next_service_rolls_when_the_one_ahead_is_complete(db, action, facts):
+    ahead = service("db", current=db, slots="h5" if db == "h4=2.0" else "")
+    snapshot = tree(ahead, service(current=FIVE, ready=FIVE_READY, quorum=3), queue=["db", "app"])
+    assert_decision(decided(snapshot), action, *facts)
 
 
-def test_only_the_head_completes_in_a_sequential_rollout():
-    snapshot = tree(service("db", current="h4=1.0"), service(current="h1=2.0 h2=2.0", quorum=1), queue=["db", "app"])
-    assert_decision(decided(snapshot, local(running="2.0")), WAIT, "on target")
+def test_a_straggler_back_on_the_old_version_holds_the_next_service_back_until_it_caught_up():
+    snapshot = tree(service("db", current="h4=2.0 h5=2.0 h6=1.0"), service(current=FIVE, ready=FIVE_READY, quorum=3), queue=["db", "app"])
+    assert_decision(decided(snapshot), WAIT, "behind db")
+    assert rollout_stage(snapshot, "db") == "rolling"
 
 
 def test_a_host_on_target_leaves_the_ready_queue():

@@ -76,11 +76,19 @@ def test_a_host_outside_the_queue_and_behind_the_target_watches_nothing_more():
     assert service_watches(LAYOUT, "h50", snapshot, "app") == set()
 
 
-def test_the_first_host_on_the_target_watches_for_completion_and_no_other_does():
+def test_hosts_on_the_target_watch_nothing_for_completion_since_nobody_writes_it():
     snapshot = tree(service(current="h1=2.0 h2=2.0 h3=2.0 h4=1.0", ready="h4", quorum=2))
-    assert {SLOTS, CURRENT} <= service_watches(LAYOUT, "h1", snapshot, "app")
-    assert service_watches(LAYOUT, "h2", snapshot, "app") == set()
-    assert service_watches(LAYOUT, "h3", snapshot, "app") == set()
+    for host in ("h1", "h2", "h3"):
+        assert service_watches(LAYOUT, host, snapshot, "app") == set()
+
+
+def test_only_the_candidates_behind_an_incomplete_service_watch_its_slots_and_registrations():
+    snapshot = tree(service("db", current="h7=2.0 h8=1.0", target="2.0"),
+                    service(current="h1=1.0 h2=1.0 h3=1.0", ready="h1 h2", quorum=1), queue=["db", "app"])
+    ahead = {(CHILDREN, "/dc/current/db"), (CHILDREN, "/dc/staging/db/upgrading")}
+    assert ahead <= service_watches(LAYOUT, "h1", snapshot, "app")
+    assert not ahead & service_watches(LAYOUT, "h2", snapshot, "app")
+    assert not ahead & service_watches(LAYOUT, "h3", snapshot, "app")
 
 
 def test_in_a_rollback_hosts_on_the_target_line_up_by_name():
@@ -95,6 +103,15 @@ def test_a_candidate_watches_the_registrations_of_a_lagging_dependency():
     assert (CHILDREN, "/dc/current/db") in service_watches(LAYOUT, "h1", snapshot, "app")
     watches = plan(LAYOUT, "h1", snapshot, ["app"], ["db"])
     assert watches[(CHILDREN, "/dc/current/db")] == {"app", "db"}
+
+
+def test_a_candidate_that_also_runs_the_service_ahead_re_reads_that_service_when_it_changes():
+    # h1 runs db too: db is one of its own services, not a dependency, and must still be re-read.
+    snapshot = tree(service("db", current="h1=2.0 h7=1.0", target="2.0"),
+                    service(current="h1=1.0 h2=1.0 h3=1.0", ready="h1 h2", quorum=1), queue=["db", "app"])
+    watches = plan(LAYOUT, "h1", snapshot, ["app", "db"], [])
+    assert watches[(CHILDREN, "/dc/current/db")] >= {"app", "db"}
+    assert watches[(CHILDREN, "/dc/staging/db/upgrading")] >= {"app", "db"}
 
 
 def test_a_host_whose_slot_a_controller_holds_watches_the_slot_set():
