@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 
 from . import tree
+from .agent_rollouts import ArtifactStore, rollout_beds
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +40,18 @@ def client(zk, zk_connect):
 def tree_view(client, zk_root):
     """``tree_view()``: this test's whole tree and the server's top level, for before/after comparisons."""
     return lambda: tree.server_view(client, zk_root)
+
+
+# The real-agent tests (test_agent, test_agent_faults, test_signing).
+@pytest.fixture(scope="module")
+def store():
+    """Every demo-service version, built once per module and served on 127.0.0.1."""
+    with ArtifactStore() as artifacts:
+        yield artifacts
+
+
+@pytest.fixture
+def bed(store, zk, zk_connect, zk_root):
+    """``bed(**RolloutBed options)``: a fleet of real agents on the module's single ZooKeeper node, stopped after the test."""
+    with rollout_beds(store, zk.hosts, zk_root, zk_connect(zk.hosts)) as make:
+        yield make

@@ -19,23 +19,9 @@ import pytest
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
 from ansible_collections.zkrollout.dc.tests.bed.artifacts import wrong_sha256
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import four_letter
-from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN, V4, ArtifactStore, rollout_beds
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN, V4, rollout_beds
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def store():
-    """Every demo-service version, built once and served on 127.0.0.1."""
-    with ArtifactStore() as artifacts:
-        yield artifacts
-
-
-@pytest.fixture
-def bed(store, zk, zk_connect, zk_root):
-    """``bed(**RolloutBed options)``: a fleet of real agents on the module's ZooKeeper, stopped after the test."""
-    with rollout_beds(store, zk.hosts, zk_root, zk_connect(zk.hosts)) as make:
-        yield make
 
 
 @pytest.mark.timeout(180)

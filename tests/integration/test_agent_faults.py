@@ -11,27 +11,13 @@ import time
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
-from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V2, ArtifactStore, rollout_beds
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V2, rollout_beds
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow]
 
 HOSTS = 5
 QUORUM = 3
 RELEASE = {"A": {"version": V2, "quorum": QUORUM}}
-
-
-@pytest.fixture(scope="module")
-def store():
-    """Every demo-service version, built once and served on 127.0.0.1."""
-    with ArtifactStore(services=("A",)) as artifacts:
-        yield artifacts
-
-
-@pytest.fixture
-def bed(store, zk, zk_connect, zk_root):
-    """``bed(**RolloutBed options)``: agents on the module's single ZooKeeper node."""
-    with rollout_beds(store, zk.hosts, zk_root, zk_connect(zk.hosts)) as make:
-        yield make
 
 
 @pytest.fixture

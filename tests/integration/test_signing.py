@@ -24,7 +24,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core import signing
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Artifact, ReleaseEntry
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
-from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN, ArtifactStore, rollout_beds
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN
 
 from . import tree
 
@@ -32,20 +32,6 @@ pytestmark = [pytest.mark.zookeeper]
 
 STRANGER = signing.load_private_key(signing.generate_private_pem())
 QUORUM = 2
-
-
-@pytest.fixture(scope="module")
-def store():
-    """Every demo-service version, built once and served on 127.0.0.1."""
-    with ArtifactStore(services=("A",)) as artifacts:
-        yield artifacts
-
-
-@pytest.fixture
-def bed(store, zk, zk_connect, zk_root):
-    """``bed(**RolloutBed options)``: real agents on the module's ZooKeeper, stopped after the test."""
-    with rollout_beds(store, zk.hosts, zk_root, zk_connect(zk.hosts)) as make:
-        yield make
 
 
 def _unsigned(entry):

@@ -29,34 +29,25 @@ import hashlib
 import http.client
 import lzma
 import os
-import re
 import shutil
 import socket
 import stat
-import string
 import tarfile
 import tempfile
 import threading
 import time
 import zlib
 from urllib.error import URLError
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 from urllib.request import HTTPHandler, HTTPRedirectHandler, HTTPSHandler, build_opener
 
 from ..core.model import validate_version
+from ..core.urls import UrlError, normalize, shown
 
 VERIFIED_MARKER = ".zkrollout-sha256"
 MAX_REDIRECTS = 5
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 16
-_SCHEMES = ("http", "https", "file")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
-_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
-_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
-# Characters RFC 3986 allows unescaped in a path segment besides the unreserved ones.
-_SEGMENT_SAFE = "!$&'()*+,;=:@"
 # tarfile reads pax records and GNU long names into memory; one header may be this large.
 _HEADER_ALLOWANCE = 64 * 1024
 # The standard library's extraction policy (Python 3.8.17+, 3.11.4+); older hosts get the same by hand.
@@ -82,112 +73,16 @@ def prepared_versions(service_config):
     return frozenset(name for name in names if os.path.exists(os.path.join(root, name, VERIFIED_MARKER)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Location(object):
-    """A normalised URL: lower-case ``scheme``, ``netloc`` (host[:port], no default port; empty for file), canonical ``path``."""
-
-    scheme: str
-    netloc: str
-    path: str
-    query: str = ""
-
-    @property
-    def url(self):
-        """The URL the agent requests: exactly what was checked."""
-        return urlunsplit((self.scheme, self.netloc, self.path, self.query, ""))
-
-    @property
-    def local_path(self):
-        """The file a ``file`` location names."""
-        return unquote(self.path)
-
-    def under(self, prefix):
-        """True if this location lies under ``prefix`` (a Location).
-
-        Same scheme and host:port, and the path equals the prefix's path or continues it after a
-        ``/``: ``https://h/releases`` and ``https://h/releases/`` both allow ``https://h/releases/a.tgz``,
-        neither allows ``https://h/releases-old/a.tgz``. The query takes no part.
-        """
-        if (self.scheme, self.netloc) != (prefix.scheme, prefix.netloc):
-            return False
-        directory = prefix.path if prefix.path.endswith("/") else prefix.path + "/"
-        return self.path == prefix.path or self.path.startswith(directory)
-
-
-def _canonical_escape(match):
-    character = chr(int(match.group(1), 16))
-    return character if character in _UNRESERVED else "%" + match.group(1).upper()
-
-
-def _has_control(text):
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
-
-
-def _shown(url):
-    # Credentials in a URL are not repeated: messages go to logs and failure records.
-    return _USERINFO_RE.sub(r"\1<credentials>@", url)
-
-
 def _refused(what, url, reason):
-    return ArtifactError("download", "%s %r is refused: %s" % (what, _shown(url), reason))
+    return ArtifactError("download", "%s %r is refused: %s" % (what, shown(url), reason))
 
 
 def normalize_url(url, what="artifact URL"):
-    """The Location of ``url``, or ArtifactError("download") saying why it is refused.
-
-    Lower-cases the scheme (http, https or file) and the host, drops a default port, decodes
-    percent-escapes of unreserved characters and upper-cases the others. Refuses userinfo, an
-    http(s) URL without a host, a file URL with a host other than localhost, a fragment,
-    backslashes, spaces and control characters, and any path segment that is ``.`` or ``..``
-    once decoded (``%2e%2e``, and ``..;param`` as some servers read it) or that decodes to a
-    slash or a control character: such URLs are refused, never resolved.
-    """
-    if not isinstance(url, str):
-        raise _refused(what, url, "expected a string")
-    if "\\" in url or " " in url or _has_control(url):
-        raise _refused(what, url, "it contains a backslash, a space or a control character")
+    """The Location of ``url`` (``core.urls.normalize``), or ArtifactError("download") saying why it is refused."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise _refused(what, url, "it cannot be parsed (%s)" % exc) from exc
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise _refused(what, url, "the scheme must be one of %s" % ", ".join(_SCHEMES))
-    if "@" in parts.netloc:
-        raise _refused(what, url, "it carries a user name or password; artifact URLs must not hold credentials")
-    if parts.fragment or url.endswith("#"):
-        raise _refused(what, url, "it has a fragment (#...)")
-    host = parts.hostname or ""
-    if scheme == "file":
-        if host not in ("", "localhost") or port is not None:
-            raise _refused(what, url, "a file URL names a path on this host (file:///path), not a host")
-        netloc = ""
-    else:
-        if not host:
-            raise _refused(what, url, "it names no host")
-        if ":" in host:
-            netloc = "[%s]" % host
-        elif _HOST_RE.match(host):
-            netloc = host
-        else:
-            raise _refused(what, url, "the host %r is not a plain DNS name or IP address" % host)
-        if port is not None and port != _DEFAULT_PORTS[scheme]:
-            netloc += ":%d" % port
-    path = parts.path or "/"
-    if not path.startswith("/"):
-        raise _refused(what, url, "the path must be absolute")
-    segments = []
-    for segment in path.split("/"):
-        if "%" in _ESCAPE_RE.sub("", segment):
-            raise _refused(what, url, "it has a '%' that does not start a percent-escape")
-        decoded = unquote(segment)
-        if decoded.split(";", 1)[0] in (".", ".."):
-            raise _refused(what, url, "it has a '.' or '..' path segment (also when percent-encoded); name the artifact by its plain path")
-        if "/" in decoded or "\\" in decoded or _has_control(decoded):
-            raise _refused(what, url, "a path segment encodes a slash, a backslash or a control character")
-        segments.append(quote(_ESCAPE_RE.sub(_canonical_escape, segment), safe=_SEGMENT_SAFE + "%"))
-    return Location(scheme=scheme, netloc=netloc, path="/".join(segments), query=parts.query)
+        return normalize(url)
+    except UrlError as exc:
+        raise _refused(what, url, exc.reason) from exc
 
 
 def normalize_prefix(prefix):
@@ -254,7 +149,7 @@ def _follow(start, current, target, policy):
 
 def _refused_redirect(start, target, policy, reason, hint):
     return ArtifactError("download", "artifact URL %s redirected to %s: %s (allowed prefixes: %s); %s"
-                         % (start.url, _shown(target), reason, ", ".join(policy.allowed_url_prefixes) or "any URL", hint))
+                         % (start.url, shown(target), reason, ", ".join(policy.allowed_url_prefixes) or "any URL", hint))
 
 
 class _Deadline(object):

@@ -19,9 +19,9 @@ import math
 import re
 import unicodedata
 from dataclasses import MISSING, dataclass, field, fields
-from urllib.parse import unquote, urlsplit
 
 from .layout import VERSION_PATTERN, LayoutError, check_name
+from .urls import UrlError, normalize, shown
 
 SCHEMA = 1
 
@@ -32,7 +32,6 @@ _ROLLOUT_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 _KEY_ID_RE = re.compile(r"\A[0-9a-f]{16}\Z")
 # 64 bytes in base64: 86 characters and "==".
 _SIGNATURE_RE = re.compile(r"\A[A-Za-z0-9+/]{86}==\Z")
-URL_SCHEMES = ("http", "https", "file")
 ON_FAILURE = ("halt", "rollback")
 ROLLOUT_STATES = ("running", "paused", "aborted", "failed", "done")
 ACTIVE_ROLLOUT_STATES = ("running", "paused")
@@ -104,48 +103,18 @@ def validate_sha256(value, where=(None, ""), field_name="sha256"):
     return normalised
 
 
-# A host name or an IP address (urlsplit drops the brackets of an IPv6 one).
-_HOST_RE = re.compile(r"\A[A-Za-z0-9._~:-]+\Z")
 
 
 def validate_url(value, where=(None, ""), field_name="url"):
-    """An artifact URL every agent fetches as it reads, and that hides nothing.
+    """An artifact URL every agent fetches as it reads, and that hides nothing (the rules of ``core.urls``).
 
-    Scheme http, https or file; no spaces, control characters or backslashes; no credentials (no
-    user or password before the host); no ``.`` or ``..`` path segment, percent-encoded or not;
-    http and https name a host (and a valid port, if any); file names no host but ``localhost``
-    and an absolute path.
+    The URL is kept as written; agents fetch its normal form. A refused URL is shown with any
+    user name or password masked, since the message goes to job logs.
     """
-    if not isinstance(value, str) or "://" not in value:
-        _fail(where, field_name, value, "expected a URL such as https://artifacts.example/app-2.0.0.tar.gz")
-    scheme, rest = value.split("://", 1)
-    scheme = scheme.lower()
-    if scheme not in URL_SCHEMES:
-        _fail(where, field_name, value, "the scheme must be one of %s" % ", ".join(URL_SCHEMES))
-    if not rest or any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
-        _fail(where, field_name, value, "expected a URL with a host or path and no spaces")
     try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        parts, port = None, 0
-    if port == 0:
-        _fail(where, field_name, value, "expected a URL with a valid host and port, such as https://artifacts.example:8443/app.tar.gz")
-    path = unquote(parts.path)
-    if "\\" in value or "\\" in path:
-        _fail(where, field_name, value, "a URL cannot contain a backslash (some clients read it as '/'); use '/'")
-    if "@" in parts.netloc:
-        # The message must not spread the password it refuses to store.
-        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-        _fail(where, field_name, shown, "credentials must not live in the tree, where every reader of the znode sees them; remove "
-                                        "the user and password from the URL and give them to the agents in their host's local "
-                                        "config or a netrc instead")
-    if any(segment in (".", "..") for segment in path.split("/")):
-        _fail(where, field_name, value, "the path cannot have '.' or '..' segments (nor %2e%2e); give the artifact's own path")
-    if scheme == "file" and (parts.netloc.lower() not in ("", "localhost") or not parts.path.startswith("/")):
-        _fail(where, field_name, value, "a file URL names no host (or localhost) and an absolute path, such as file:///srv/app-2.0.0.tar.gz")
-    if scheme != "file" and not (parts.hostname and _HOST_RE.match(parts.hostname)):
-        _fail(where, field_name, value, "an %s URL names a host, such as %s://artifacts.example/app-2.0.0.tar.gz" % (scheme, scheme))
+        normalize(value)
+    except UrlError as exc:
+        _fail(where, field_name, shown(value) if exc.credentials else value, exc.reason)
     return value
 
 
@@ -343,8 +312,8 @@ class Payload(object):
         return cls.from_dict(raw, path)
 
     def to_dict(self):
-        """The JSON object, with the schema version."""
-        raw = {"schema": SCHEMA}
+        """The JSON object, with the schema version (a nested payload has none of its own)."""
+        raw = {} if self.nested else {"schema": SCHEMA}
         for spec in fields(self):
             value = getattr(self, spec.name)
             raw[spec.metadata.get("json_name") or spec.name] = value.to_dict() if isinstance(value, Payload) else value
@@ -394,22 +363,21 @@ class Artifact(Payload):
     url: str = _field(validate_url)
     sha256: str = _field(validate_sha256)
 
-    def to_dict(self):
-        return {"url": self.url, "sha256": self.sha256}
+
+def validate_match(pattern, expectation):
+    """Validator for a string matching the compiled ``pattern`` whole; ``expectation`` says what is expected."""
+
+    def validate(value, where=(None, ""), field_name="value"):
+        if not isinstance(value, str) or not pattern.match(value):
+            _fail(where, field_name, value, expectation)
+        return value
+
+    return validate
 
 
-def validate_key_id(value, where=(None, ""), field_name="key"):
-    """A signing key id: 16 lower-case hex digits."""
-    if not isinstance(value, str) or not _KEY_ID_RE.match(value):
-        _fail(where, field_name, value, "expected a key id of 16 hexadecimal digits")
-    return value
-
-
-def validate_signature_value(value, where=(None, ""), field_name="value"):
-    """An Ed25519 signature: the base64 of 64 bytes."""
-    if not isinstance(value, str) or not _SIGNATURE_RE.match(value):
-        _fail(where, field_name, value, "expected the base64 of a 64-byte Ed25519 signature")
-    return value
+# A signing key id (core.signing.key_id) and an Ed25519 signature.
+validate_key_id = validate_match(_KEY_ID_RE, "expected a key id of 16 hexadecimal digits")
+validate_signature_value = validate_match(_SIGNATURE_RE, "expected the base64 of a 64-byte Ed25519 signature")
 
 
 @dataclass(frozen=True)
@@ -420,9 +388,6 @@ class Signature(Payload):
     nested = True
     key: str = _field(validate_key_id)
     value: str = _field(validate_signature_value)
-
-    def to_dict(self):
-        return {"key": self.key, "value": self.value}
 
 
 @dataclass(frozen=True)
