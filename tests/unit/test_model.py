@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import ArtifactError, normalize_url
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     FAILURE_REASON_CHARS,
     MAX_PAYLOAD_BYTES,
@@ -726,3 +727,16 @@ def test_text_the_writer_does_not_choose_is_made_printable_and_short_enough_to_p
     record = Failure(version="2.0.0", stage="download", reason=reason, at=1.0)
     assert Failure.from_bytes(record.to_bytes()).reason.startswith("HTTP 500 \n [31mboom ")
     assert len(reason) == FAILURE_REASON_CHARS and reason.endswith("...")
+
+
+@pytest.mark.parametrize("url", [
+    "https://artifacts.example/a.tgz#part",
+    "https://artifacts.example/a%zz.tgz",
+    "https://artifacts.example/releases/..;x=1/a.tgz",
+    "https://artifacts.example/a%00.tgz",
+])
+def test_a_url_an_agent_would_refuse_to_fetch_is_never_written(url):
+    with pytest.raises(PayloadError):
+        ReleaseEntry.from_dict(release_entry(artifact=dict(ARTIFACT, url=url)))
+    with pytest.raises(ArtifactError):
+        normalize_url(url)
