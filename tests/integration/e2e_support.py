@@ -36,6 +36,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller import rep
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
+from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.environment import FleetEnvironment
 from ansible_collections.zkrollout.dc.tests.bed.fleet import our_namespaces
 from ansible_collections.zkrollout.dc.tests.bed.monitor import QuorumMonitor
@@ -166,11 +167,12 @@ class EndToEndFleet(object):
             for name, version, quorum, max_parallel, depends_on in services]}
 
     def seed(self, release):
-        """Seed ``release`` with playbooks/rollout.yml (``-e @release.json``); assert it ran and return the run."""
+        """Seed ``release`` with playbooks/rollout.yml (``-e @release.json``), signed with the test bed's key; assert it ran and return the run."""
         path = os.path.join(self.environment.fleet.workdir, "release-%s.json" % release["id"])
         with open(path, "w") as out:
             json.dump({"zkrollout_release": release}, out, indent=1)
-        run = self.playbook("rollout.yml", self.connection_vars() + ["@%s" % path], timeout=120)
+        signing_key = "zkrollout_signing_key=%s" % release_signing.private_key_file()
+        run = self.playbook("rollout.yml", self.connection_vars() + ["@%s" % path, signing_key], timeout=120)
         self.seeded_at = time.monotonic()
         assert run.returncode == 0, run.output
         recap = run.recap()
