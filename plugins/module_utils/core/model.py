@@ -103,8 +103,6 @@ def validate_sha256(value, where=(None, ""), field_name="sha256"):
     return normalised
 
 
-
-
 def validate_url(value, where=(None, ""), field_name="url"):
     """An artifact URL every agent fetches as it reads, and that hides nothing (the rules of ``core.urls``).
 
