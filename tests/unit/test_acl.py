@@ -74,6 +74,10 @@ def test_a_digest_identity_is_hashed_as_zookeepers_digest_provider_does():
     assert digest_id("u", "p") == "u:" + base64.b64encode(hashlib.sha1(b"u:p").digest()).decode()
 
 
+def test_a_digest_identity_may_be_given_by_its_hash_alone():
+    assert Identity.parse("digest-hash:u:Jq7wMyA/w2Vd5WIDAKdu4OIIFEQ=", "x") == Identity.parse("digest:u:p", "x")
+
+
 def test_a_digest_password_may_hold_colons():
     assert Identity.parse("digest:deployer:a:b", "x") == Identity("digest", digest_id("deployer", "a:b"))
 
@@ -146,6 +150,8 @@ def test_an_identity_in_two_groups_gets_one_entry_with_both_rights():
     ({"deployer": [DEPLOYER], "readers": ["world:everyone"]}, r"readers\[0\] 'world:everyone': the only world identity"),
     ({"deployer": [DEPLOYER], "readers": ["ip:10.0.0.0/33"]}, r"readers\[0\] 'ip:10.0.0.0/33'"),
     ({"deployer": [DEPLOYER], "readers": ["x509:"]}, r"readers\[0\] 'x509:' has an empty id"),
+    ({"deployer": ["digest-hash:u:p"]}, r"deployer\[0\] 'digest-hash:u:p': expected digest-hash:user:<base64"),
+    ({"deployer": ["digest-hash::Jq7wMyA/w2Vd5WIDAKdu4OIIFEQ="]}, r"deployer\[0\] .*expected digest-hash:user:"),
     ({"deployer": [DEPLOYER], "readers": [7]}, r"readers\[0\] 7 is not an identity"),
     ({"deployer": [DEPLOYER], "agents": ["world:anyone"]}, r"agents\[0\] world:anyone cannot own nodes"),
     ({"deployer": [DEPLOYER], "agents": ["ip:10.0.0.1"]}, r"agents\[0\] ip:10.0.0.1 cannot own nodes"),

@@ -33,7 +33,9 @@ READ = "r"
 PERMISSIONS = "rwcda"
 GROUPS = ("deployer", "agents", "readers")
 CREATOR_SCHEME, CREATOR_ID = "auth", ""
-SCHEMES = ("digest", "x509", "ip", "world", "sasl")
+# ``digest-hash:user:<hash>`` names a digest identity by its hash alone, so a config that must
+# name others (every agent's names the deployer and the other agents) never holds their passwords.
+SCHEMES = ("digest", "digest-hash", "x509", "ip", "world", "sasl")
 # Agents own what they create through the ``auth`` scheme, which only authenticated identities have.
 AUTHENTICATED_SCHEMES = ("digest", "x509", "sasl")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -114,11 +116,12 @@ class Identity(object):
 
     @classmethod
     def parse(cls, entry, where):
-        """Parse ``scheme:id`` (``digest:user:password``, ``x509:CN=h1,O=example``, ``world:anyone``, ``ip:10.0.0.0/8``).
+        """Parse ``scheme:id`` (``digest:user:password``, ``digest-hash:user:<base64 sha1>``, ``x509:CN=h1,O=example``,
+        ``world:anyone``, ``ip:10.0.0.0/8``, ``sasl:principal``).
 
         ``where`` names the entry in the message of the AclError raised for anything else.
         """
-        example = "digest:user:password, x509:CN=host,O=example, ip:10.0.0.0/8, sasl:principal or world:anyone"
+        example = "digest:user:password, digest-hash:user:<hash>, x509:CN=host,O=example, ip:10.0.0.0/8, sasl:principal or world:anyone"
         if not isinstance(entry, str) or ":" not in entry:
             raise AclError("%s %r is not an identity: expected scheme:id, for example %s" % (where, masked(entry), example))
         scheme, ident = entry.split(":", 1)
@@ -132,6 +135,16 @@ class Identity(object):
                 raise AclError("%s %r: a digest identity is digest:user:password (the password is hashed before it is sent)"
                                % (where, masked(entry)))
             return cls("digest", digest_id(user, password))
+        if scheme == "digest-hash":
+            user, _, hashed = ident.partition(":")
+            try:
+                valid = len(base64.b64decode(hashed, validate=True)) == hashlib.sha1().digest_size
+            except ValueError:
+                valid = False
+            if not user or not valid:
+                raise AclError("%s %r: expected digest-hash:user:<base64 of sha1(user:password)>, as "
+                               "'printf %%s user:password | openssl dgst -binary -sha1 | openssl base64' prints it" % (where, entry))
+            return cls("digest", ident)
         if scheme == "world" and ident != "anyone":
             raise AclError("%s %r: the only world identity is world:anyone" % (where, entry))
         if scheme == "ip":
