@@ -250,3 +250,29 @@ def test_an_x509_agent_registers_and_takes_a_slot(x509_bed, layout, create):
     assert acl == {("x509", "CN=h1,O=example"): 31, ("x509", "CN=deployer,O=example"): 31, ("x509", "CN=h2,O=example"): 1,
                    ("x509", "CN=reader,O=example"): 1}
     assert deployer.exists(path) is None
+
+
+def test_the_rollout_module_seeds_under_the_profile_so_agents_can_only_read_the_release(ansible_adhoc, inventory, zk, zk_root, layout,
+                                                                                         zk_connect):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+
+    result = deployer("rollout", release=tree.release(tree.service(SERVICE)))
+
+    assert result["changed"] is True, result
+    agent, admin = zk_connect(zk.hosts, digest=AGENT), zk_connect(zk.hosts, digest=DEPLOYER)
+    # ZooKeeper shows a digest's hash only to an identity with the admin right.
+    acls = {(entry.id.scheme, entry.id.id): entry.perms for entry in admin.get_acls(layout.release(SERVICE))[0]}
+    assert acls == {("digest", digest_id(*DEPLOYER.split(":"))): 31, ("digest", digest_id(*AGENT.split(":"))): 1,
+                    ("digest", digest_id(*OTHER_AGENT.split(":"))): 1, ("digest", digest_id(*READER.split(":"))): 1}
+    with pytest.raises(NoAuthError):
+        agent.set(layout.release(SERVICE), b"{}")
+
+
+def test_a_module_refuses_an_acl_together_with_a_profile(ansible_adhoc, inventory, zk, zk_root):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE, zk_acl=["world:anyone:cdrwa"])
+
+    result = deployer("rollout", release=tree.release(tree.service(SERVICE)))
+
+    assert result.get("failed") and "zk_acl and zk_acl_profile exclude each other" in result["msg"], result
