@@ -20,8 +20,11 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import digest_id
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import Op
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import AclProfile, digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import profile_acl, request_bytes
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import transaction_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
@@ -276,3 +279,16 @@ def test_a_module_refuses_an_acl_together_with_a_profile(ansible_adhoc, inventor
     result = deployer("rollout", release=tree.release(tree.service(SERVICE)))
 
     assert result.get("failed") and "zk_acl and zk_acl_profile exclude each other" in result["msg"], result
+
+
+def test_the_size_checked_before_a_write_counts_the_acls_the_profile_gives(digest_bed, layout, zk, zk_connect):
+    plain = zk_connect(zk.hosts, root=layout.root)
+    ops = [Op("create", layout.release("db"), b"{}"), Op("create", layout.slot("db", "h1"), b"{}")]
+    profile, by_hand = AclProfile.from_mapping(PROFILE), plain.transaction()
+    for op in ops:
+        by_hand.create(op.path, op.data, acl=profile_acl(profile, layout.kind(op.path)))
+
+    size = transaction_bytes(digest_bed.deployer, ops)
+
+    assert size == request_bytes(by_hand)
+    assert size > transaction_bytes(plain, ops)

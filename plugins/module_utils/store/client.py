@@ -16,6 +16,7 @@ import errno
 import re
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from ..core.acl import AclError, AclProfile
@@ -275,6 +276,8 @@ def build_client(options, logger=None):
 
 
 _PERMISSION_BITS = {"r": "READ", "w": "WRITE", "c": "CREATE", "d": "DELETE", "a": "ADMIN"}
+# Per client with a profile: the function that gives a request the profile's ACLs (see apply_acl_profile).
+_PROFILE_REQUESTS = weakref.WeakKeyDictionary()
 
 
 def profile_acl(profile, kind):
@@ -300,18 +303,23 @@ def apply_acl_profile(client, profile, root):
             by_kind[kind] = profile_acl(profile, kind)
         return op._replace(acl=by_kind[kind])
 
+    def with_profile(request):
+        if isinstance(request, (Create, Create2)):
+            return with_profile_acl(request)
+        if isinstance(request, Transaction):
+            return Transaction([with_profile_acl(op) if isinstance(op, (Create, Create2)) else op for op in request.operations])
+        return request
+
     def call(request, async_object):
         try:
-            if isinstance(request, (Create, Create2)):
-                request = with_profile_acl(request)
-            elif isinstance(request, Transaction):
-                request = Transaction([with_profile_acl(op) if isinstance(op, (Create, Create2)) else op for op in request.operations])
+            request = with_profile(request)
         except LayoutError as exc:
             async_object.set_exception(InvalidACLError("the ACL profile has no rule for this node: %s" % exc))
             return False
         return send(request, async_object)
 
     client._call = call
+    _PROFILE_REQUESTS[client] = with_profile
     return client
 
 
@@ -319,9 +327,12 @@ def request_bytes(transaction):
     """The size ZooKeeper gives a kazoo transaction, not yet committed, to compare with jute.maxbuffer.
 
     That is everything after the request's length prefix: its header (xid and type) and the
-    serialised operations, with the chroot in their paths and their ACLs.
+    serialised operations, with the chroot in their paths and their ACLs (the ACL profile's,
+    when the client has one).
     """
-    return 8 + len(Transaction(transaction.operations).serialize())
+    request = Transaction(transaction.operations)
+    with_profile = _PROFILE_REQUESTS.get(transaction.client)
+    return 8 + len((with_profile(request) if with_profile else request).serialize())
 
 
 def probe_servers(servers, timeout):
