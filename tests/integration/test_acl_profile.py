@@ -292,3 +292,15 @@ def test_the_size_checked_before_a_write_counts_the_acls_the_profile_gives(diges
 
     assert size == request_bytes(by_hand)
     assert size > transaction_bytes(plain, ops)
+
+
+def test_the_profile_classifies_paths_below_a_chroot(zk, zk_connect, zk_root, layout):
+    chroot = zk_root + "-chroot"
+    zk_connect(zk.hosts).ensure_path(chroot)
+    deployer = zk_connect(zk.hosts + chroot, root=layout.root, digest=DEPLOYER, acl_profile=PROFILE)
+
+    tree.seed(deployer, layout, tree.release(tree.service(SERVICE)))
+
+    acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.release(SERVICE))[0]}
+    assert acl[("digest", digest_id(*AGENT.split(":")))] == 1
+    assert deployer.exists(layout.release(SERVICE)) and zk_connect(zk.hosts).exists(chroot + layout.release(SERVICE))
