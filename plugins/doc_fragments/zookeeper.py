@@ -78,7 +78,7 @@ options:
   zk_acl_profile:
     description:
       - The least-privilege ACL profile; every znode the task creates gets the ACL the profile defines for its kind
-        (see C(docs/security.md)): the deployer may do everything, agents create and delete only the nodes they own,
+        (see C(docs/security.md)). The deployer may do everything, agents create and delete only the nodes they own,
         readers read.
       - A mapping of three lists of identities, C(deployer), C(agents) and C(readers). An identity is
         C(digest:user:password) (hashed before it is sent), C(digest-hash:user:<base64 sha1 of user:password>),

@@ -93,7 +93,7 @@ FORBIDDEN = [
 ]
 
 
-@pytest.mark.parametrize("write", [action for _, action in FORBIDDEN], ids=[name for name, _ in FORBIDDEN])
+@pytest.mark.parametrize("write", [rule[1] for rule in FORBIDDEN], ids=[rule[0] for rule in FORBIDDEN])
 def test_an_agent_identity_cannot_make_a_write_that_only_the_deployer_may(digest_bed, layout, write):
     before = tree.dump_tree(digest_bed.deployer, layout.root)
 
@@ -105,7 +105,7 @@ def test_an_agent_identity_cannot_make_a_write_that_only_the_deployer_may(digest
 
 # Allowed writes of an agent: (test id, create(agent client, layout) -> path of the node it made).
 def _take_slot(client, layout):
-    taken, reason, _ = take_slot(client, layout, SERVICE, "h1", _slot("h1"), allow=lambda snapshot: (True, "test"))
+    taken, reason, _snapshot = take_slot(client, layout, SERVICE, "h1", _slot("h1"), allow=lambda snapshot: (True, "test"))
     assert taken, reason
     return layout.slot(SERVICE, "h1")
 
@@ -132,7 +132,7 @@ ALLOWED = [
 ]
 
 
-@pytest.mark.parametrize("create", [action for _, action in ALLOWED], ids=[name for name, _ in ALLOWED])
+@pytest.mark.parametrize("create", [rule[1] for rule in ALLOWED], ids=[rule[0] for rule in ALLOWED])
 def test_an_agent_identity_creates_rewrites_and_deletes_its_own_nodes(digest_bed, layout, create):
     deployer, agent = digest_bed.deployer, digest_bed.agent
 
@@ -182,7 +182,7 @@ def test_a_reader_identity_reads_the_whole_tree(digest_bed, layout):
     assert tree.dump_tree(digest_bed.reader, layout.root) == tree.dump_tree(digest_bed.deployer, layout.root)
 
 
-@pytest.mark.parametrize("write", [action for _, action in READER_WRITES], ids=[name for name, _ in READER_WRITES])
+@pytest.mark.parametrize("write", [rule[1] for rule in READER_WRITES], ids=[rule[0] for rule in READER_WRITES])
 def test_a_reader_identity_writes_nothing(digest_bed, layout, zk, zk_connect, write):
     reader = zk_connect(zk.hosts, root=layout.root, digest=READER)
     before = tree.dump_tree(digest_bed.deployer, layout.root)
@@ -255,8 +255,7 @@ def test_an_x509_agent_registers_and_takes_a_slot(x509_bed, layout, create):
     assert deployer.exists(path) is None
 
 
-def test_the_rollout_module_seeds_under_the_profile_so_agents_can_only_read_the_release(ansible_adhoc, inventory, zk, zk_root, layout,
-                                                                                         zk_connect):
+def test_the_rollout_module_seeds_under_the_profile_so_agents_can_only_read_the_release(ansible_adhoc, inventory, zk, zk_root, layout, zk_connect):
     deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
                                  zk_acl_profile=PROFILE)
 

@@ -50,13 +50,13 @@ PATHS = [
 ]
 
 
-@pytest.mark.parametrize("path, kind", PATHS, ids=[path for path, _ in PATHS])
+@pytest.mark.parametrize("path, kind", PATHS, ids=[entry[0] for entry in PATHS])
 def test_every_node_of_the_tree_has_its_kind(path, kind):
     assert LAYOUT.kind(path) == kind
 
 
 def test_every_kind_has_a_path_and_a_rule():
-    assert {kind for _, kind in PATHS} == set(kinds.NODE_KINDS) == set(RULES)
+    assert {entry[1] for entry in PATHS} == set(kinds.NODE_KINDS) == set(RULES)
 
 
 @pytest.mark.parametrize("path", [
@@ -121,13 +121,13 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("kind, granted", TABLE, ids=[kind for kind, _ in TABLE])
+@pytest.mark.parametrize("kind, granted", TABLE, ids=[entry[0] for entry in TABLE])
 def test_each_kind_grants_each_identity_what_the_table_says(kind, granted):
     assert {(scheme, ident): perms for perms, scheme, ident in PROFILE.acl(kind)} == granted
 
 
 def test_the_table_covers_every_kind_and_says_why():
-    assert [kind for kind, _ in TABLE] and {kind for kind, _ in TABLE} == set(RULES)
+    assert {entry[0] for entry in TABLE} == set(RULES)
     assert all(rule.reason for rule in RULES.values())
 
 
@@ -143,8 +143,7 @@ def test_an_identity_in_two_groups_gets_one_entry_with_both_rights():
     ({"deployer": [DEPLOYER], "writers": []}, "unknown keys writers"),
     ({"deployer": DEPLOYER}, r"zk_acl_profile.deployer must be a list"),
     ({"deployer": []}, "zk_acl_profile.deployer is empty"),
-    ({"deployer": [DEPLOYER], "agents": ["digest:agent"]}, r"zk_acl_profile.agents\[0\] 'digest:agent' is not an identity|"
-                                                            r"zk_acl_profile.agents\[0\] 'digest:\*\*\*'"),
+    ({"deployer": [DEPLOYER], "agents": ["digest:agent"]}, r"zk_acl_profile.agents\[0\] 'digest:\*\*\*': a digest identity is"),
     ({"deployer": [DEPLOYER], "agents": ["digest:agent:"]}, r"agents\[0\] 'digest:agent:\*\*\*': a digest identity is digest:user:password"),
     ({"deployer": ["kerberos:x"]}, r"deployer\[0\] 'kerberos:x' has an unknown scheme 'kerberos'"),
     ({"deployer": [DEPLOYER], "readers": ["world:everyone"]}, r"readers\[0\] 'world:everyone': the only world identity"),

@@ -130,13 +130,13 @@ class Identity(object):
         if not ident or _CONTROL.search(ident) or ident != ident.strip():
             raise AclError("%s %r has an empty id, surrounding spaces or control characters" % (where, masked(entry)))
         if scheme == "digest":
-            user, _, password = ident.partition(":")
+            user, password = ident.split(":", 1) if ":" in ident else (ident, "")
             if not user or not password:
                 raise AclError("%s %r: a digest identity is digest:user:password (the password is hashed before it is sent)"
                                % (where, masked(entry)))
             return cls("digest", digest_id(user, password))
         if scheme == "digest-hash":
-            user, _, hashed = ident.partition(":")
+            user, hashed = ident.split(":", 1) if ":" in ident else (ident, "")
             try:
                 valid = len(base64.b64decode(hashed, validate=True)) == hashlib.sha1().digest_size
             except ValueError:

@@ -26,7 +26,15 @@ from ..core.model import DEFAULT_JUTE_MAXBUFFER
 # The exception classes are re-exported: the rest of the collection catches them from here.
 try:
     from kazoo.client import KazooClient
-    from kazoo.exceptions import BadVersionError, InvalidACLError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError  # pylint: disable=unused-import
+    from kazoo.exceptions import (  # pylint: disable=unused-import
+        BadVersionError,
+        InvalidACLError,
+        KazooException,
+        LockTimeout,
+        NodeExistsError,
+        NoNodeError,
+        RolledBackError,
+    )
     from kazoo.handlers.threading import KazooTimeoutError
     from kazoo.protocol.serialization import Create, Create2, Transaction
     from kazoo.retry import KazooRetry
