@@ -71,9 +71,22 @@ options:
       - ACL for the znodes this task creates, as C(scheme:id:perms) entries, for example
         C(world:anyone:r) and C(digest:deployer:secret:cdrwa). Digest passwords are hashed before they are sent.
       - When empty, the ZooKeeper default (open) ACL is used.
+      - Mutually exclusive with O(zk_acl_profile).
     type: list
     elements: str
     default: []
+  zk_acl_profile:
+    description:
+      - The least-privilege ACL profile; every znode the task creates gets the ACL the profile defines for its kind
+        (see C(docs/security.md)). The deployer may do everything, agents create and delete only the nodes they own,
+        readers read.
+      - A mapping of three lists of identities, C(deployer), C(agents) and C(readers). An identity is
+        C(digest:user:password) (hashed before it is sent), C(digest-hash:user:<base64 sha1 of user:password>),
+        C(x509:CN=host,O=example) (the subject of a client certificate over mutual TLS), C(ip:10.0.0.0/8),
+        C(sasl:principal) or C(world:anyone). Agents need digest or x509 identities.
+      - The task's own identity is O(zk_digest) or the client certificate of O(zk_certfile); it must be one of C(deployer).
+      - Mutually exclusive with O(zk_acl).
+    type: dict
   zk_jute_maxbuffer:
     description:
       - The largest request, in bytes, that the ZooKeeper servers accept (their C(jute.maxbuffer) setting).

@@ -27,10 +27,13 @@ AGENT_MODULE = "ansible_collections.zkrollout.dc.plugins.module_utils.agent"
 class AgentFleet(object):
     """``hosts`` agents for ``services`` = {name: {"port": base_port, "initial": Artifact-like, "version": "1.0.0"}}.
 
-    Host number i serves service s on ``port + i``. ``zk_hosts``/``zk_root`` is the connection.
+    Host number i serves service s on ``port + i``. ``zk_hosts``/``zk_root`` is the connection;
+    ``zookeeper(host)``, if given, returns more options of that host's ``zookeeper`` config
+    (its credentials, TLS files, ACL profile).
     """
 
-    def __init__(self, workdir, zk_hosts, zk_root, hosts, services, loop_wait=0.5, session_timeout=4.0, health=None, bind="127.0.0.1"):
+    def __init__(self, workdir, zk_hosts, zk_root, hosts, services, loop_wait=0.5, session_timeout=4.0, health=None, bind="127.0.0.1",
+                 zookeeper=None):
         self.workdir = workdir
         self.zk_hosts = zk_hosts
         self.zk_root = zk_root
@@ -40,6 +43,7 @@ class AgentFleet(object):
         self.session_timeout = session_timeout
         self.health = dict(dict(interval=0.1, timeout=0.5, rise=2, fall=2, deadline=8.0), **(health or {}))
         self.bind = bind
+        self.zookeeper = zookeeper
         self.processes = {}
 
     def port(self, host, service):
@@ -76,7 +80,8 @@ class AgentFleet(object):
             "state_dir": self.state_dir(host),
             "loop_wait": self.loop_wait,
             "allowed_url_prefixes": sorted({spec["initial"]["url"].rsplit("/", 1)[0] + "/" for spec in self.services.values()}),
-            "zookeeper": {"hosts": self.zk_hosts, "root": self.zk_root, "session_timeout": self.session_timeout, "timeout": 5.0},
+            "zookeeper": dict({"hosts": self.zk_hosts, "root": self.zk_root, "session_timeout": self.session_timeout, "timeout": 5.0},
+                              **(self.zookeeper(host) if self.zookeeper else {})),
             "services": services,
             "trusted_keys": [release_signing.public_pem()],
         }

@@ -1,6 +1,6 @@
 # Copyright: contributors to zkrollout.dc
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Throwaway certificates for TLS tests: one CA, a server certificate, a client certificate.
+"""Throwaway certificates for TLS tests: one CA, a server certificate, client certificates.
 
 Everything is PEM, which both sides read directly: ZooKeeper 3.8 loads a key store and a trust
 store of type PEM (``ssl.keyStore.type=PEM``), and kazoo hands the files to Python's ``ssl``.
@@ -34,6 +34,7 @@ class TlsFiles(object):
 
     directory: str
     ca_cert: str
+    ca_key: str
     server_keystore: str
     client_cert: str
     client_key: str
@@ -114,8 +115,28 @@ def generate(directory, name="zkrollout-test"):
     return TlsFiles(
         directory=directory,
         ca_cert=_write(directory, "ca.pem", _pem_cert(ca)),
+        ca_key=_write(directory, "ca-key.pem", _pem_key(ca_key)),
         server_keystore=_write(directory, "server-keystore.pem", _pem_key(server_key) + _pem_cert(server)),
         client_cert=_write(directory, "client.pem", _pem_cert(client)),
         client_key=_write(directory, "client-key.pem", _pem_key(client_key)),
         client_key_encrypted=_write(directory, "client-key-encrypted.pem", _pem_key(client_key, CLIENT_KEY_PASSWORD)),
     )
+
+
+def client_certificate(files, common_name, organization="example"):
+    """A client certificate with subject ``CN=<common_name>,O=<organization>`` signed by the CA of ``files``.
+
+    For tests of x509 identities (one per host). Returns ``(certfile, keyfile)`` in the set's
+    directory.
+    """
+    with open(files.ca_cert, "rb") as handle:
+        ca = x509.load_pem_x509_certificate(handle.read())
+    with open(files.ca_key, "rb") as handle:
+        ca_key = serialization.load_pem_private_key(handle.read(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    # Encoded most significant first, so ZooKeeper (RFC 2253, last first) names it CN=...,O=...
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = _certificate(subject, key, ca.subject, ca_key, is_ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return (_write(files.directory, "client-%s.pem" % common_name, _pem_cert(cert)),
+            _write(files.directory, "client-%s-key.pem" % common_name, _pem_key(key)))

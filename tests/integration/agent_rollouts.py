@@ -180,7 +180,7 @@ class RolloutBed(object):
     """One fleet of real agents for one test; see the module docstring. Use as a context manager."""
 
     def __init__(self, store, zk_hosts, zk_root, client, hosts=5, services=SERVICES, loop_wait=0.5, health=None,
-                 session_timeout=4.0):
+                 session_timeout=4.0, zookeeper=None):
         self.store = store
         self.client = client
         self.layout = Layout(zk_root)
@@ -192,7 +192,7 @@ class RolloutBed(object):
             for index, name in enumerate(self.services)
         }
         self.fleet = AgentFleet(self.workdir, zk_hosts, zk_root, hosts, fleet_services, loop_wait=loop_wait,
-                                session_timeout=session_timeout, health=health)
+                                session_timeout=session_timeout, health=health, zookeeper=zookeeper)
         self.hosts = self.fleet.hosts
         self.monitor = None
         self.history = None

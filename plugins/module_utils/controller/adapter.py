@@ -41,6 +41,7 @@ def zk_argument_spec():
         zk_digest=dict(type="str", no_log=True, fallback=(env_fallback, ["ZKROLLOUT_ZK_DIGEST"])),
         zk_sasl=dict(type="dict", no_log=True),
         zk_acl=dict(type="list", elements="str", default=[], no_log=True),
+        zk_acl_profile=dict(type="dict", no_log=True),
         zk_jute_maxbuffer=dict(type="int", default=DEFAULT_JUTE_MAXBUFFER),
     )
 

@@ -43,6 +43,47 @@ class LayoutError(ValueError):
     """A root, service name or host id that cannot be part of a znode path."""
 
 
+# The kinds of node in the tree (``Layout.kind``): what core/acl.py grants rights by.
+ROOT_ANCESTOR = "root ancestor"
+ROOT = "root"
+ROSTER = "roster"
+CURRENT = "current"
+STAGING = "staging"
+DEPLOY = "deploy"
+LOCKS = "locks"
+AGENTS = "agents"
+SESSIONS = "sessions"
+SERVICE_ROSTER = "service roster"
+ROSTER_MEMBER = "roster member"
+CURRENT_SERVICE = "service instances"
+REGISTRATION = "registration"
+RELEASE = "release entry"
+READY_QUEUE = "ready queue"
+SLOTS = "slots"
+FAILURES = "failures"
+READY_MEMBER = "ready member"
+SLOT = "slot"
+FAILURE = "failure record"
+DEPLOY_ENTRY = "deploy entry"
+ROLLOUT = "rollout"
+SERVICE_LOCK = "service lock"
+LOCK_CONTENDER = "lock contender"
+PRESENCE = "agent presence"
+SESSION = "controller session"
+
+NODE_KINDS = (ROOT_ANCESTOR, ROOT, ROSTER, CURRENT, STAGING, DEPLOY, LOCKS, AGENTS, SESSIONS, SERVICE_ROSTER, ROSTER_MEMBER,
+              CURRENT_SERVICE, REGISTRATION, RELEASE, READY_QUEUE, SLOTS, FAILURES, READY_MEMBER, SLOT, FAILURE, DEPLOY_ENTRY,
+              ROLLOUT, SERVICE_LOCK, LOCK_CONTENDER, PRESENCE, SESSION)
+
+_TOP_KINDS = {"roster": ROSTER, "current": CURRENT, "staging": STAGING, "deploy": DEPLOY, "locks": LOCKS, "agents": AGENTS,
+              "sessions": SESSIONS, "rollout": ROLLOUT}
+# The kind of a child of each kind of parent; a name that is not valid there makes the path a stranger.
+_CHILD_KINDS = {ROSTER: SERVICE_ROSTER, SERVICE_ROSTER: ROSTER_MEMBER, CURRENT: CURRENT_SERVICE, CURRENT_SERVICE: REGISTRATION,
+                STAGING: RELEASE, READY_QUEUE: READY_MEMBER, SLOTS: SLOT, FAILURES: FAILURE, DEPLOY: DEPLOY_ENTRY,
+                LOCKS: SERVICE_LOCK, SERVICE_LOCK: LOCK_CONTENDER, AGENTS: PRESENCE, SESSIONS: SESSION}
+_RELEASE_SUBTREES = {"ready": READY_QUEUE, "upgrading": SLOTS, "failed": FAILURES}
+
+
 def check_name(kind, name):
     """Return ``name`` if it is a valid service name or host id, else raise LayoutError.
 
@@ -100,6 +141,37 @@ class Layout(object):
 
     def _join(self, *segments):
         return "/".join((self.root,) + segments)
+
+    def kind(self, path):
+        """The kind of node ``path`` is in this tree (one of NODE_KINDS), or LayoutError for a path outside it.
+
+        A sequential node is recognised by the prefix it is created with (``ready/<host>-``,
+        ``deploy/<svc>-``, ``<uuid>__lock__``) as by its final name, since that is the path a
+        create names.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise LayoutError("%r is not an absolute znode path" % (path,))
+        if self.root.startswith(path.rstrip("/") + "/") or path == "/":
+            return ROOT_ANCESTOR
+        if path == self.root:
+            return ROOT
+        if not path.startswith(self.root + "/"):
+            raise LayoutError("znode %s is outside the rollout tree under %s" % (path, self.root))
+        segments = path[len(self.root) + 1:].split("/")
+        kind = _TOP_KINDS.get(segments[0])
+        for depth, segment in enumerate(segments[1:], 1):
+            if kind == RELEASE and depth == 2:
+                kind = _RELEASE_SUBTREES.get(segment)
+            elif kind == CURRENT_SERVICE:
+                kind = REGISTRATION if split_registration(segment) else None
+            else:
+                kind = _CHILD_KINDS.get(kind) if _NAME_RE.match(segment) else None
+            if kind is None:
+                break
+        if kind is None:
+            raise LayoutError("znode %s is not a node of the rollout tree under %s (see docs/architecture.md, \"The znode tree\")"
+                              % (path, self.root))
+        return kind
 
     # Top-level containers.
     @property

@@ -3,8 +3,10 @@
 """The ZooKeeper client factory shared by modules, controller plugins and the agent.
 
 ``ConnectionOptions`` is the one description of a connection (hosts, chroot, timeouts, bounded
-retries, TLS, digest/SASL auth, default ACLs); ``connect()`` turns it into a started kazoo
-client or raises ZkConnectionError with one sentence naming the hosts and the cause.
+retries, TLS, digest/SASL auth, default ACLs or the least-privilege ACL profile); ``connect()``
+turns it into a started kazoo client or raises ZkConnectionError with one sentence naming the
+hosts and the cause. With an ACL profile, ``apply_acl_profile`` gives every node the client
+creates the ACL that core/acl.py defines for its kind.
 """
 
 from __future__ import annotations
@@ -14,19 +16,29 @@ import errno
 import re
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 
-from ..core.layout import DEFAULT_ROOT, check_root
+from ..core.acl import AclError, AclProfile
+from ..core.layout import DEFAULT_ROOT, Layout, LayoutError, check_root
 from ..core.model import DEFAULT_JUTE_MAXBUFFER
 
 # The exception classes are re-exported: the rest of the collection catches them from here.
 try:
     from kazoo.client import KazooClient
-    from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError, RolledBackError  # pylint: disable=unused-import
+    from kazoo.exceptions import (  # pylint: disable=unused-import
+        BadVersionError,
+        InvalidACLError,
+        KazooException,
+        LockTimeout,
+        NodeExistsError,
+        NoNodeError,
+        RolledBackError,
+    )
     from kazoo.handlers.threading import KazooTimeoutError
-    from kazoo.protocol.serialization import Transaction
+    from kazoo.protocol.serialization import Create, Create2, Transaction
     from kazoo.retry import KazooRetry
-    from kazoo.security import make_acl, make_digest_acl
+    from kazoo.security import ACL, Id, Permissions, make_acl, make_digest_acl
 
     KAZOO_IMPORT_ERROR = None
 except ImportError as exc:  # reported by require_kazoo() where a client is actually needed
@@ -141,7 +153,9 @@ class ConnectionOptions(object):
 
     ``timeout`` bounds connecting; ``session_timeout`` is negotiated with the server;
     ``retries``/``retry_deadline`` bound every retried command; ``connection_retries`` of -1
-    reconnects forever (the agent), a positive number gives up (modules). ``jute_maxbuffer`` is
+    reconnects forever (the agent), a positive number gives up (modules). ``acl_profile`` (a
+    mapping of the lists ``deployer``, ``agents``, ``readers``; kept as a core.acl.AclProfile)
+    replaces the one ``acl`` of every created node by one per node kind. ``jute_maxbuffer`` is
     the servers' request size limit (see model.DEFAULT_JUTE_MAXBUFFER): writers refuse a larger
     transaction before sending it.
     """
@@ -163,6 +177,7 @@ class ConnectionOptions(object):
     digest: str = None
     sasl: dict = None
     acl: tuple = field(default_factory=tuple)
+    acl_profile: AclProfile = None
     read_only: bool = False
     jute_maxbuffer: int = DEFAULT_JUTE_MAXBUFFER
 
@@ -188,6 +203,14 @@ class ConnectionOptions(object):
         if self.sasl is not None and not (isinstance(self.sasl, dict) and self.sasl.get("mechanism")):
             raise ZkConnectionError("zk_sasl must be a mapping with at least 'mechanism' (and 'username', 'password')")
         object.__setattr__(self, "acl", tuple(self.acl or ()))
+        if self.acl_profile is not None:
+            if self.acl:
+                raise ZkConnectionError("zk_acl and zk_acl_profile exclude each other: the profile gives every node its ACL; "
+                                        "drop zk_acl (or zkrollout_zk_acl / zookeeper.acl)")
+            try:
+                object.__setattr__(self, "acl_profile", AclProfile.from_mapping(self.acl_profile))
+            except AclError as exc:
+                raise ZkConnectionError(str(exc)) from exc
 
     @classmethod
     def from_mapping(cls, values, prefix="zk_"):
@@ -254,16 +277,70 @@ def build_client(options, logger=None):
             verify_certs=options.verify_certs,
             check_hostname=options.check_hostname,
         )
-    return KazooClient(**kwargs)
+    client = KazooClient(**kwargs)
+    if options.acl_profile is not None:
+        apply_acl_profile(client, options.acl_profile, options.root)
+    return client
+
+
+_PERMISSION_BITS = {"r": "READ", "w": "WRITE", "c": "CREATE", "d": "DELETE", "a": "ADMIN"}
+# Per client with a profile: the function that gives a request the profile's ACLs (see apply_acl_profile).
+_PROFILE_REQUESTS = weakref.WeakKeyDictionary()
+
+
+def profile_acl(profile, kind):
+    """The kazoo ACL that ``profile`` gives a node of ``kind`` (layout.NODE_KINDS)."""
+    return [ACL(sum(getattr(Permissions, _PERMISSION_BITS[p]) for p in perms), Id(scheme, ident))
+            for perms, scheme, ident in profile.acl(kind)]
+
+
+def apply_acl_profile(client, profile, root):
+    """Give every node ``client`` creates from now on the ACL ``profile`` defines for its kind; returns ``client``.
+
+    It wraps the client's single request path, as RequestCounter does, so plain creates,
+    ``ensure_path``/``makepath`` parents, transaction creates and the lock's contender nodes
+    all get it without any call site knowing. A create outside the tree under ``root`` fails
+    with InvalidACLError naming the path, and is never sent.
+    """
+    layout, chroot, send = Layout(root), client.chroot or "", client._call
+    by_kind = {}
+
+    def with_profile_acl(op):
+        kind = layout.kind(op.path[len(chroot):] or "/")
+        if kind not in by_kind:
+            by_kind[kind] = profile_acl(profile, kind)
+        return op._replace(acl=by_kind[kind])
+
+    def with_profile(request):
+        if isinstance(request, (Create, Create2)):
+            return with_profile_acl(request)
+        if isinstance(request, Transaction):
+            return Transaction([with_profile_acl(op) if isinstance(op, (Create, Create2)) else op for op in request.operations])
+        return request
+
+    def call(request, async_object):
+        try:
+            request = with_profile(request)
+        except LayoutError as exc:
+            async_object.set_exception(InvalidACLError("the ACL profile has no rule for this node: %s" % exc))
+            return False
+        return send(request, async_object)
+
+    client._call = call
+    _PROFILE_REQUESTS[client] = with_profile
+    return client
 
 
 def request_bytes(transaction):
     """The size ZooKeeper gives a kazoo transaction, not yet committed, to compare with jute.maxbuffer.
 
     That is everything after the request's length prefix: its header (xid and type) and the
-    serialised operations, with the chroot in their paths and their ACLs.
+    serialised operations, with the chroot in their paths and their ACLs (the ACL profile's,
+    when the client has one).
     """
-    return 8 + len(Transaction(transaction.operations).serialize())
+    request = Transaction(transaction.operations)
+    with_profile = _PROFILE_REQUESTS.get(transaction.client)
+    return 8 + len((with_profile(request) if with_profile else request).serialize())
 
 
 def probe_servers(servers, timeout):

@@ -1,0 +1,305 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The least-privilege ACL profile against a real ZooKeeper: one test per rule.
+
+A rollout is seeded by the deployer's identity with the profile; a second agent identity holds
+a slot and a failure record. Then, connected as an agent, every write the profile forbids fails
+with NoAuthError and leaves the tree exactly as it was, and every write an agent makes succeeds,
+its own nodes can be deleted again. The forbidden writes are sent by a client of the agent's
+identity that does not apply the profile (an attacker's), so the server's ACLs are what refuses
+them, not the collection's own client. The same for x509 identities over mutual TLS, where
+ZooKeeper names a client by its certificate's subject (``x509:CN=h1,O=example``).
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from kazoo.exceptions import NoAuthError
+from kazoo.security import OPEN_ACL_UNSAFE
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import Op
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import AclProfile, digest_id
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import profile_acl, request_bytes
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import transaction_bytes
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
+from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
+
+from . import tree
+
+pytestmark = pytest.mark.zookeeper
+
+SERVICE = "web"
+DEPLOYER, AGENT, OTHER_AGENT, READER = "deployer:deployer-secret", "agent-h1:h1-secret", "agent-h2:h2-secret", "reader:reader-secret"
+PROFILE = {
+    "deployer": ["digest:" + DEPLOYER],
+    "agents": ["digest:" + AGENT, "digest:" + OTHER_AGENT],
+    "readers": ["digest:" + READER],
+}
+
+
+def _slot(host, version="2.0.0"):
+    return Slot(to_version=version, since=time.time(), from_version="1.0.0", owner="agent:" + host)
+
+
+def _failure(reason):
+    return Failure(version="2.0.0", stage="health", reason=reason, at=time.time())
+
+
+def _seed_rollout(deployer, other_agent, layout):
+    """A staged release, its deploy entry and rollout node; the other agent's slot and failure record."""
+    tree.seed(deployer, layout, tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
+    other_agent.create(layout.slot(SERVICE, "h2"), _slot("h2").to_bytes())
+    other_agent.create(layout.failure(SERVICE, "h2"), _failure("h2 failed its health check").to_bytes())
+
+
+@pytest.fixture
+def digest_bed(zk, zk_connect, zk_root, layout):
+    """Clients of the digest identities on a seeded tree: ``deployer``, ``agent``, ``reader`` with the
+    profile, ``intruder`` of the agent's identity without it (any ACL it likes on what it creates)."""
+    def connect(identity):
+        return zk_connect(zk.hosts, root=zk_root, digest=identity, acl_profile=PROFILE)
+
+    deployer = connect(DEPLOYER)
+    _seed_rollout(deployer, connect(OTHER_AGENT), layout)
+    return SimpleNamespace(deployer=deployer, agent=connect(AGENT), reader=connect(READER),
+                           intruder=zk_connect(zk.hosts, root=zk_root, digest=AGENT))
+
+
+# Forbidden writes of an agent: (test id, action(agent client, layout)).
+def _deploy_entry(client, layout):
+    return layout.deploy_entry(client.get_children(layout.deploy)[0])
+
+
+FORBIDDEN = [
+    ("set-release-entry", lambda c, lay: c.set(lay.release(SERVICE), c.get(lay.release(SERVICE))[0].replace(b"2.0.0", b"6.6.6"))),
+    ("delete-release-entry-subtree", lambda c, lay: c.delete(lay.ready_queue(SERVICE))),
+    ("create-release-under-staging", lambda c, lay: c.create(lay.release("evil"), b"{}")),
+    ("create-subtree-under-release-entry", lambda c, lay: c.create(lay.release(SERVICE) + "/ready2")),
+    ("create-entry-under-deploy", lambda c, lay: c.create(lay.deploy_prefix("evil"), b"{}", sequence=True)),
+    ("delete-deploy-entry", lambda c, lay: c.delete(_deploy_entry(c, lay))),
+    ("set-deploy-entry", lambda c, lay: c.set(_deploy_entry(c, lay), b"{}")),
+    ("set-rollout", lambda c, lay: c.set(lay.rollout, c.get(lay.rollout)[0].replace(b'"running"', b'"aborted"'))),
+    ("delete-rollout", lambda c, lay: c.delete(lay.rollout)),
+    ("rewrite-other-agents-slot", lambda c, lay: c.set(lay.slot(SERVICE, "h2"), _slot("h2", "6.6.6").to_bytes())),
+    ("rewrite-other-agents-failure", lambda c, lay: c.set(lay.failure(SERVICE, "h2"), _failure("forged").to_bytes())),
+    ("change-acl-of-other-agents-slot", lambda c, lay: c.set_acls(lay.slot(SERVICE, "h2"), OPEN_ACL_UNSAFE)),
+    ("change-acl-of-release-entry", lambda c, lay: c.set_acls(lay.release(SERVICE), OPEN_ACL_UNSAFE)),
+    ("change-acl-of-staging", lambda c, lay: c.set_acls(lay.staging, OPEN_ACL_UNSAFE)),
+]
+
+
+@pytest.mark.parametrize("write", [rule[1] for rule in FORBIDDEN], ids=[rule[0] for rule in FORBIDDEN])
+def test_an_agent_identity_cannot_make_a_write_that_only_the_deployer_may(digest_bed, layout, write):
+    before = tree.dump_tree(digest_bed.deployer, layout.root)
+
+    with pytest.raises(NoAuthError):
+        write(digest_bed.intruder, layout)
+
+    assert tree.dump_tree(digest_bed.deployer, layout.root) == before
+
+
+# Allowed writes of an agent: (test id, create(agent client, layout) -> path of the node it made).
+def _take_slot(client, layout):
+    taken, reason, _snapshot = take_slot(client, layout, SERVICE, "h1", _slot("h1"), allow=lambda snapshot: (True, "test"))
+    assert taken, reason
+    return layout.slot(SERVICE, "h1")
+
+
+def _lock_contender(client, layout):
+    lock = ServiceLock(client, layout.lock(SERVICE), "h1")
+    assert lock.acquire(5.0)
+    return lock.node_path
+
+
+def _registration(client, layout):
+    client.ensure_path(layout.current_service(SERVICE))
+    return client.create(layout.registration(SERVICE, "h1", "1.0.0"), b"", ephemeral=True)
+
+
+ALLOWED = [
+    ("roster-member", lambda c, lay: c.create(lay.roster_member(SERVICE, "h1"), b"", makepath=True)),
+    ("registration", _registration),
+    ("ready-member", lambda c, lay: c.create(lay.ready_prefix(SERVICE, "h1"), b"", ephemeral=True, sequence=True)),
+    ("slot", _take_slot),
+    ("failure-record", lambda c, lay: c.create(lay.failure(SERVICE, "h1"), _failure("h1 failed").to_bytes())),
+    ("lock-contender", _lock_contender),
+    ("presence", lambda c, lay: c.create(lay.agent("h1"), b"", ephemeral=True)),
+]
+
+
+@pytest.mark.parametrize("create", [rule[1] for rule in ALLOWED], ids=[rule[0] for rule in ALLOWED])
+def test_an_agent_identity_creates_rewrites_and_deletes_its_own_nodes(digest_bed, layout, create):
+    deployer, agent = digest_bed.deployer, digest_bed.agent
+
+    path = create(agent, layout)
+    agent.set(path, agent.get(path)[0])
+    acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(path)[0]}
+    agent.delete(path)
+
+    assert acl == {("digest", digest_id(*AGENT.split(":"))): 31, ("digest", digest_id(*DEPLOYER.split(":"))): 31,
+                   ("digest", digest_id(*OTHER_AGENT.split(":"))): 1, ("digest", digest_id(*READER.split(":"))): 1}
+    assert deployer.exists(path) is None
+
+
+def test_the_first_agent_of_a_service_creates_its_per_service_parents_and_no_agent_deletes_them(digest_bed, layout):
+    agent = digest_bed.agent
+    parents = [layout.service_roster("db"), layout.current_service("db"), layout.lock("db")]
+
+    for path in parents:
+        agent.create(path)
+    for path in parents:
+        with pytest.raises(NoAuthError):
+            agent.delete(path)
+
+
+def test_another_agent_can_read_but_not_rewrite_an_agents_registration_or_presence(digest_bed, layout, zk, zk_connect):
+    agent = digest_bed.agent
+    nodes = [_registration(agent, layout), agent.create(layout.agent("h1"), b"", ephemeral=True)]
+    other = zk_connect(zk.hosts, root=layout.root, digest=OTHER_AGENT)
+
+    for path in nodes:
+        other.get(path)
+        with pytest.raises(NoAuthError):
+            other.set(path, b"forged")
+
+
+READER_WRITES = [
+    ("roster-member", lambda c, lay: c.create(lay.roster_member(SERVICE, "h9"), b"", makepath=True)),
+    ("ready-member", lambda c, lay: c.create(lay.ready_prefix(SERVICE, "h9"), b"", ephemeral=True, sequence=True)),
+    ("failure-record", lambda c, lay: c.create(lay.failure(SERVICE, "h9"), _failure("h9").to_bytes())),
+    ("presence", lambda c, lay: c.create(lay.agent("h9"), b"", ephemeral=True)),
+    ("set-release-entry", FORBIDDEN[0][1]),
+    ("delete-other-agents-slot", lambda c, lay: c.delete(lay.slot(SERVICE, "h2"))),
+]
+
+
+def test_a_reader_identity_reads_the_whole_tree(digest_bed, layout):
+    assert tree.dump_tree(digest_bed.reader, layout.root) == tree.dump_tree(digest_bed.deployer, layout.root)
+
+
+@pytest.mark.parametrize("write", [rule[1] for rule in READER_WRITES], ids=[rule[0] for rule in READER_WRITES])
+def test_a_reader_identity_writes_nothing(digest_bed, layout, zk, zk_connect, write):
+    reader = zk_connect(zk.hosts, root=layout.root, digest=READER)
+    before = tree.dump_tree(digest_bed.deployer, layout.root)
+
+    with pytest.raises(NoAuthError):
+        write(reader, layout)
+
+    assert tree.dump_tree(digest_bed.deployer, layout.root) == before
+
+
+def test_a_session_without_an_identity_of_the_profile_reads_nothing(digest_bed, layout, zk, zk_connect):
+    stranger = zk_connect(zk.hosts, digest="stranger:secret")
+
+    with pytest.raises(NoAuthError):
+        stranger.get(layout.release(SERVICE))
+
+
+# x509 identities over mutual TLS: ZooKeeper names a client by its certificate's subject.
+@pytest.fixture(scope="module")
+def certificates(zk_mtls):
+    """``{name: (certfile, keyfile)}`` for the deployer, two agents and a reader."""
+    return {name: tls_material.client_certificate(zk_mtls.tls, name) for name in ("deployer", "h1", "h2", "reader")}
+
+
+@pytest.fixture
+def x509_bed(zk_mtls, zk_connect, zk_root, layout, certificates):
+    """``(deployer, agent h1, intruder h1 without the profile)`` clients of x509 identities, on a seeded tree."""
+    profile = {"deployer": ["x509:CN=deployer,O=example"], "agents": ["x509:CN=h1,O=example", "x509:CN=h2,O=example"],
+               "readers": ["x509:CN=reader,O=example"]}
+
+    def connect(name, **options):
+        certfile, keyfile = certificates[name]
+        return zk_connect(zk_mtls.secure_hosts, root=zk_root, tls=True, ca=zk_mtls.tls.ca_cert, certfile=certfile, keyfile=keyfile, **options)
+
+    deployer = connect("deployer", acl_profile=profile)
+    _seed_rollout(deployer, connect("h2", acl_profile=profile), layout)
+    return deployer, connect("h1", acl_profile=profile), connect("h1")
+
+
+def test_zookeeper_names_a_tls_client_by_its_certificate_subject(x509_bed, layout):
+    agent = x509_bed[1]
+
+    path = agent.create(layout.roster_member(SERVICE, "h1"), b"", makepath=True)
+
+    assert ("x509", "CN=h1,O=example", 31) in [(entry.id.scheme, entry.id.id, entry.perms) for entry in agent.get_acls(path)[0]]
+
+
+@pytest.mark.parametrize("write", [FORBIDDEN[0][1], FORBIDDEN[5][1], FORBIDDEN[9][1]],
+                         ids=["set-release-entry", "delete-deploy-entry", "rewrite-other-agents-slot"])
+def test_an_x509_agent_cannot_make_a_write_that_only_the_deployer_may(x509_bed, layout, write):
+    deployer, _agent, intruder = x509_bed
+    before = tree.dump_tree(deployer, layout.root)
+
+    with pytest.raises(NoAuthError):
+        write(intruder, layout)
+
+    assert tree.dump_tree(deployer, layout.root) == before
+
+
+@pytest.mark.parametrize("create", [_registration, _take_slot], ids=["registration", "slot"])
+def test_an_x509_agent_registers_and_takes_a_slot(x509_bed, layout, create):
+    deployer, agent, _intruder = x509_bed
+
+    path = create(agent, layout)
+    acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(path)[0]}
+    agent.delete(path)
+
+    assert acl == {("x509", "CN=h1,O=example"): 31, ("x509", "CN=deployer,O=example"): 31, ("x509", "CN=h2,O=example"): 1,
+                   ("x509", "CN=reader,O=example"): 1}
+    assert deployer.exists(path) is None
+
+
+def test_the_rollout_module_seeds_under_the_profile_so_agents_can_only_read_the_release(ansible_adhoc, inventory, zk, zk_root, layout, zk_connect):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+
+    result = deployer("rollout", release=tree.release(tree.service(SERVICE)))
+
+    assert result["changed"] is True, result
+    agent, admin = zk_connect(zk.hosts, digest=AGENT), zk_connect(zk.hosts, digest=DEPLOYER)
+    # ZooKeeper shows a digest's hash only to an identity with the admin right.
+    acls = {(entry.id.scheme, entry.id.id): entry.perms for entry in admin.get_acls(layout.release(SERVICE))[0]}
+    assert acls == {("digest", digest_id(*DEPLOYER.split(":"))): 31, ("digest", digest_id(*AGENT.split(":"))): 1,
+                    ("digest", digest_id(*OTHER_AGENT.split(":"))): 1, ("digest", digest_id(*READER.split(":"))): 1}
+    with pytest.raises(NoAuthError):
+        agent.set(layout.release(SERVICE), b"{}")
+
+
+def test_a_module_refuses_an_acl_together_with_a_profile(ansible_adhoc, inventory, zk, zk_root):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE, zk_acl=["world:anyone:cdrwa"])
+
+    result = deployer("rollout", release=tree.release(tree.service(SERVICE)))
+
+    assert result.get("failed") and "zk_acl and zk_acl_profile exclude each other" in result["msg"], result
+
+
+def test_the_size_checked_before_a_write_counts_the_acls_the_profile_gives(digest_bed, layout, zk, zk_connect):
+    plain = zk_connect(zk.hosts, root=layout.root)
+    ops = [Op("create", layout.release("db"), b"{}"), Op("create", layout.slot("db", "h1"), b"{}")]
+    profile, by_hand = AclProfile.from_mapping(PROFILE), plain.transaction()
+    for op in ops:
+        by_hand.create(op.path, op.data, acl=profile_acl(profile, layout.kind(op.path)))
+
+    size = transaction_bytes(digest_bed.deployer, ops)
+
+    assert size == request_bytes(by_hand)
+    assert size > transaction_bytes(plain, ops)
+
+
+def test_the_profile_classifies_paths_below_a_chroot(zk, zk_connect, zk_root, layout):
+    chroot = zk_root + "-chroot"
+    zk_connect(zk.hosts).ensure_path(chroot)
+    deployer = zk_connect(zk.hosts + chroot, root=layout.root, digest=DEPLOYER, acl_profile=PROFILE)
+
+    tree.seed(deployer, layout, tree.release(tree.service(SERVICE)))
+
+    acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.release(SERVICE))[0]}
+    assert acl[("digest", digest_id(*AGENT.split(":")))] == 1
+    assert deployer.exists(layout.release(SERVICE)) and zk_connect(zk.hosts).exists(chroot + layout.release(SERVICE))

@@ -1,0 +1,87 @@
+# Copyright: contributors to zkrollout.dc
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A whole rollout on real agent processes under the least-privilege ACL profile.
+
+Three hosts, each its own identity (digest, or x509 over mutual TLS), all listed in the
+profile's ``agents``; the deployer creates the tree and seeds a signed release. The agents
+register, queue, take slots, switch and free them with nothing but the rights the profile
+gives them: the rollout completes, the independent monitor never sees the service below its
+quorum, no agent was refused a write, and what each agent created belongs to its identity.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import digest_id
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V2, ArtifactStore, rollout_beds
+
+pytestmark = [pytest.mark.zookeeper]
+
+HOSTS = ("h1", "h2", "h3")
+QUORUM = 2
+DEPLOYER = "deployer:deployer-secret"
+
+
+@pytest.fixture(scope="module")
+def store():
+    """Every demo-service version, built once and served on 127.0.0.1."""
+    with ArtifactStore(services=("A",)) as artifacts:
+        yield artifacts
+
+
+def _digest_hash(credentials):
+    # The agents' configs name every identity by its hash: no host holds another's password.
+    return "digest-hash:" + digest_id(*credentials.split(":", 1))
+
+
+def _digest_identities(request, zk_connect, zk_root):
+    zk = request.getfixturevalue("zk")
+    passwords = {host: "%s:%s-secret" % (host, host) for host in HOSTS}
+    profile = {"deployer": [_digest_hash(DEPLOYER)], "agents": [_digest_hash(passwords[host]) for host in HOSTS]}
+    deployer = zk_connect(zk.hosts, root=zk_root, digest=DEPLOYER, acl_profile=profile)
+    return (zk.hosts, deployer, lambda host: {"digest": passwords[host], "acl_profile": profile},
+            lambda host: ("digest", digest_id(*passwords[host].split(":", 1))))
+
+
+def _x509_identities(request, zk_connect, zk_root):
+    zk_mtls = request.getfixturevalue("zk_mtls")
+    certificates = {name: tls_material.client_certificate(zk_mtls.tls, name) for name in ("deployer",) + HOSTS}
+    profile = {"deployer": ["x509:CN=deployer,O=example"], "agents": ["x509:CN=%s,O=example" % host for host in HOSTS]}
+
+    def tls(name):
+        return {"tls": True, "ca": zk_mtls.tls.ca_cert, "certfile": certificates[name][0], "keyfile": certificates[name][1]}
+
+    deployer = zk_connect(zk_mtls.secure_hosts, root=zk_root, acl_profile=profile, **tls("deployer"))
+    return (zk_mtls.secure_hosts, deployer, lambda host: dict(tls(host), acl_profile=profile),
+            lambda host: ("x509", "CN=%s,O=example" % host))
+
+
+IDENTITIES = {"digest": _digest_identities, "x509-over-mutual-tls": _x509_identities}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("identities", sorted(IDENTITIES))
+def test_a_rollout_on_real_agents_completes_under_the_acl_profile(store, zk_connect, zk_root, request, identities):
+    hosts, deployer, host_options, identity_of = IDENTITIES[identities](request, zk_connect, zk_root)
+    layout = Layout(zk_root)
+    # The containers are the deployer's: agents may not create them.
+    for path in layout.containers():
+        deployer.ensure_path(path)
+    with rollout_beds(store, hosts, zk_root, deployer) as make:
+        fleet = make(hosts=list(HOSTS), services=("A",), zookeeper=host_options).start()
+
+        fleet.seed({"A": {"version": V2, "quorum": QUORUM}})
+        fleet.wait_done(timeout=120)
+        fleet.wait_all_on("A", V2)
+
+        fleet.assert_quorum({"A": QUORUM}, request)
+        assert "NoAuth" not in fleet.agent_logs(lines=100000)
+        for host in HOSTS:
+            acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.roster_member("A", host))[0]}
+            assert acl[identity_of(host)] == 31, acl
+            assert all(acl[identity_of(other)] == 1 for other in HOSTS if other != host), acl
+        release_acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.release("A"))[0]}
+        assert all(release_acl[identity_of(host)] == 1 for host in HOSTS), release_acl
