@@ -15,7 +15,7 @@ import tempfile
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import signing
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 KEY_DIR = os.path.join(REPO, "build", "keys")
 PRIVATE_KEY_FILE = os.path.join(KEY_DIR, "release.key")
 
