@@ -314,7 +314,7 @@ class Agent(object):
         if config.initial_artifact is None or prepared_versions(config):
             return
         try:
-            prepare(config, config.initial_version, config.initial_artifact, self.config.allowed_url_prefixes, self.config.download_timeout)
+            prepare(config, config.initial_version, config.initial_artifact)
         except ArtifactError as exc:
             self.log.error("service %s: initial version %s: %s failed: %s", name, config.initial_version, exc.stage, exc.reason)
 
@@ -499,7 +499,7 @@ class Agent(object):
     def _prepare(self, name, version, snapshot):
         release = snapshot.service(name).release
         try:
-            prepare(self.config.services[name], version, release.artifact, self.config.allowed_url_prefixes, self.config.download_timeout)
+            prepare(self.config.services[name], version, release.artifact)
         except ArtifactError as exc:
             self.log.error("service %s: %s of %s failed: %s", name, exc.stage, version, exc.reason)
             self.record_failure(name, version, exc.stage, exc.reason)
