@@ -53,8 +53,10 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import p
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstance  # noqa: E402
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import ZooKeeper  # noqa: E402
@@ -265,6 +267,46 @@ def rollout_info_time(zk, root):
         zkclient.disconnect(client)
 
 
+def confirmed_decision_cost(zk, hosts):
+    """What the ACL profile adds to the decision that stops an instance, on one service of ``hosts`` hosts.
+
+    The deployer (digest identity, with the profile) seeds a release, which creates every host's
+    own parent; a fleet session registers every host in the index and its copy. One agent of the
+    profile then asks ``take_slot`` (refused, so nothing changes) twice: the first decision also
+    reads each host parent's ACL once, the second finds them known. Returns requests and
+    milliseconds of both, and of the same decision without a profile.
+    """
+    root = "/confirm-%d" % hosts
+    layout = Layout(root)
+    names = ["h%d" % i for i in range(1, hosts + 1)]
+    profile = {"deployer": ["digest:deployer:d"], "agents": ["digest:%s:p" % name for name in names]}
+    connect = zkclient.connect
+    deployer = connect(zkclient.ConnectionOptions(hosts=zk.hosts, root=root, digest="deployer:d", acl_profile=profile, timeout=10.0))
+    plain_counter, counter = zkclient.RequestCounter(), zkclient.RequestCounter()
+    plain = plain_counter.attach(connect(zkclient.ConnectionOptions(hosts=zk.hosts, root=root, digest="deployer:d", timeout=10.0)))
+    agent = counter.attach(connect(zkclient.ConnectionOptions(hosts=zk.hosts, root=root, digest="h1:p", acl_profile=profile, timeout=10.0)))
+    try:
+        tree.seed(deployer, layout, tree.release(tree.service("A", version=NEW, quorum=1)))
+        for start in range(0, hosts, 200):
+            transaction = deployer.transaction()
+            for name in names[start:start + 200]:
+                transaction.create(layout.roster_member("A", name), b"")
+                for path in layout.registration_nodes("A", name, OLD):
+                    transaction.create(path, b"", ephemeral=True)
+            transaction.commit()
+        slot = Slot(to_version=NEW, from_version=OLD, since=time.time(), owner="agent:h1")
+        rows = {}
+        for label, client, requests in (("first", agent, counter), ("again", agent, counter), ("plain", plain, plain_counter)):
+            before, began = requests.requests, time.perf_counter()
+            taken, _reason, snapshot = take_slot(client, layout, "A", "h1", slot, allow=lambda _snapshot: (False, "measuring"))
+            assert not taken and len(snapshot.service("A").registrations) == hosts, snapshot.service("A").problems
+            rows[label] = (requests.requests - before, (time.perf_counter() - began) * 1000.0)
+        return rows
+    finally:
+        for client in (agent, plain, deployer):
+            zkclient.disconnect(client)
+
+
 def playbook_seconds(argv, env):
     began = time.monotonic()
     run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=300)
@@ -351,6 +393,15 @@ def table(results):
     return "\n".join(lines)
 
 
+def confirmed_table(rows):
+    """The decision that stops an instance, with and without the ACL profile, per fleet size."""
+    lines = ["| hosts | without profile: requests, ms | profile, first decision: requests, ms | profile, later decisions: requests, ms |",
+             "|---|---|---|---|"]
+    for hosts, row in sorted(rows.items()):
+        lines.append("| %d | %d, %.1f | %d, %.1f | %d, %.1f |" % ((hosts,) + row["plain"] + row["first"] + row["again"]))
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", default="10,100,1000")
@@ -358,6 +409,7 @@ def main():
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--real", type=int, default=100, help="hosts that run the real agent code; the rest are passive tree members")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only-acl-profile", action="store_true", help="measure only the decision under the ACL profile")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     service_counts = [int(s) for s in args.services.split(",")]
@@ -366,6 +418,10 @@ def main():
     try:
         # A production-like heap: 1000 sessions reading 1000-entry listings outgrow the test beds' 128 MiB.
         with ZooKeeper(heap_mb=1024) as zk:
+            extra["confirmed_decision"] = {hosts: confirmed_decision_cost(zk, hosts) for hosts in sizes}
+            if args.only_acl_profile:
+                print(confirmed_table(extra["confirmed_decision"]))
+                return
             for service_count in service_counts:
                 for hosts in sizes:
                     row, root = measure(zk, hosts, service_count, args.sessions, args.real, workdir)
@@ -399,6 +455,8 @@ def main():
           "(targets < 0.5 %%, <= 40 MB)" % (max(sizes), max(service_counts), extra["rollout_info_s"], extra["rollout_info_requests"],
                                             extra["rollout_info_hosts"], extra["status_yml_beyond_ansible_s"], extra["ansible_startup_s"],
                                             extra["agent_cpu_percent"], extra["agent_rss_mb"]))
+    print()
+    print(confirmed_table(extra["confirmed_decision"]))
     print("idle requests are counted over one safety_tick (%gs, the default); kazoo's heartbeats are not requests and are not counted"
           % SAFETY_TICK)
 

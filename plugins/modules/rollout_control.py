@@ -17,22 +17,27 @@ description:
     (the host's agent, or the controller session that took it) is no longer connected; the
     message says what the tree knows of the host (registered on a version, or not registered).
     A slot whose owner is connected is refused, whatever its deadline says.
+  - V(leave_roster) removes a host from a service's roster once it no longer runs the service
+    (the quorum of a percentage is resolved against the roster). Agents add themselves to
+    rosters but, under the ACL profile, may not remove anyone, so that no host can shrink a
+    roster; a host still registered for the service or holding its slot is refused.
 options:
   action:
     description: What to do.
     type: str
     required: true
-    choices: [pause, resume, abort, retry, release_slot]
+    choices: [pause, resume, abort, retry, release_slot, leave_roster]
   service:
-    description: The service, for O(action=retry) and O(action=release_slot).
+    description: The service, for O(action=retry), O(action=release_slot) and O(action=leave_roster).
     type: str
   host:
-    description: The host whose slot to release, for O(action=release_slot).
+    description: The host whose slot to release (O(action=release_slot)), or to remove from the roster (O(action=leave_roster)).
     type: str
   force:
     description:
       - With O(action=release_slot), release the slot even while its owner is connected, or when its
         payload is malformed (owner unknown). Only do this after checking that the host is not upgrading.
+      - With O(action=leave_roster), remove the host even while it is registered or holds a slot.
     type: bool
     default: false
   reason:
@@ -57,6 +62,12 @@ EXAMPLES = r"""
   zkrollout.dc.rollout_control:
     action: retry
     service: B
+
+- name: web3 no longer runs service B
+  zkrollout.dc.rollout_control:
+    action: leave_roster
+    service: B
+    host: web3
 
 - name: Free the slot a dead controller left behind
   zkrollout.dc.rollout_control:
@@ -91,7 +102,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_if=[("action", "retry", ["service"]), ("action", "release_slot", ["service", "host"])],
+        required_if=[("action", "retry", ["service"]), ("action", "release_slot", ["service", "host"]), ("action", "leave_roster", ["service", "host"])],
     )
     params = module.params
     run_change(module, lambda snapshot, layout, missing: plan_control(

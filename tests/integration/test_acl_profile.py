@@ -34,7 +34,8 @@ from . import tree
 pytestmark = pytest.mark.zookeeper
 
 SERVICE = "web"
-DEPLOYER, AGENT, OTHER_AGENT, READER = "deployer:deployer-secret", "agent-h1:h1-secret", "agent-h2:h2-secret", "reader:reader-secret"
+# An agent's identity is named after its host (core.acl.names_host): digest user h1 is host h1's agent.
+DEPLOYER, AGENT, OTHER_AGENT, READER = "deployer:deployer-secret", "h1:h1-secret", "h2:h2-secret", "reader:reader-secret"
 PROFILE = {
     "deployer": ["digest:" + DEPLOYER],
     "agents": ["digest:" + AGENT, "digest:" + OTHER_AGENT],
@@ -50,9 +51,21 @@ def _failure(reason):
     return Failure(version="2.0.0", stage="health", reason=reason, at=time.time())
 
 
+def _register(client, layout, host, version="1.0.0"):
+    """Register ``host`` as its agent does: the index's node and the copy in the host's own parent, in one transaction."""
+    client.ensure_path(layout.current_service(SERVICE))
+    transaction = client.transaction()
+    for path in layout.registration_nodes(SERVICE, host, version):
+        transaction.create(path, b"", ephemeral=True)
+    assert not any(isinstance(result, Exception) for result in transaction.commit())
+    return layout.registration_nodes(SERVICE, host, version)
+
+
 def _seed_rollout(deployer, other_agent, layout):
-    """A staged release, its deploy entry and rollout node; the other agent's slot and failure record."""
+    """A staged release, its deploy entry and rollout node; the other agent's roster entry, registration, slot and failure record."""
     tree.seed(deployer, layout, tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
+    other_agent.create(layout.roster_member(SERVICE, "h2"), b"", makepath=True)
+    _register(other_agent, layout, "h2")
     other_agent.create(layout.slot(SERVICE, "h2"), _slot("h2").to_bytes())
     other_agent.create(layout.failure(SERVICE, "h2"), _failure("h2 failed its health check").to_bytes())
 
@@ -90,6 +103,14 @@ FORBIDDEN = [
     ("change-acl-of-other-agents-slot", lambda c, lay: c.set_acls(lay.slot(SERVICE, "h2"), OPEN_ACL_UNSAFE)),
     ("change-acl-of-release-entry", lambda c, lay: c.set_acls(lay.release(SERVICE), OPEN_ACL_UNSAFE)),
     ("change-acl-of-staging", lambda c, lay: c.set_acls(lay.staging, OPEN_ACL_UNSAFE)),
+    ("shrink-a-roster", lambda c, lay: c.delete(lay.roster_member(SERVICE, "h2"))),
+    ("create-a-host-parent", lambda c, lay: c.create(lay.host("h3"), b"")),
+    ("delete-its-own-host-parent", lambda c, lay: c.delete(lay.host("h1"))),
+    ("register-under-another-hosts-parent", lambda c, lay: c.create(lay.host_registration("h2", SERVICE, "9.9.9"), b"", ephemeral=True)),
+    ("delete-another-hosts-registration-copy", lambda c, lay: c.delete(lay.host_registration("h2", SERVICE, "1.0.0"))),
+    ("delete-another-hosts-parent", lambda c, lay: c.delete(lay.host("h2"), recursive=True)),
+    ("change-acl-of-another-hosts-parent", lambda c, lay: c.set_acls(lay.host("h2"), OPEN_ACL_UNSAFE)),
+    ("change-acl-of-the-hosts-container", lambda c, lay: c.set_acls(lay.hosts, OPEN_ACL_UNSAFE)),
 ]
 
 
@@ -121,9 +142,13 @@ def _registration(client, layout):
     return client.create(layout.registration(SERVICE, "h1", "1.0.0"), b"", ephemeral=True)
 
 
+def _registration_copy(client, layout):
+    return client.create(layout.host_registration("h1", SERVICE, "1.0.0"), b"", ephemeral=True)
+
+
 ALLOWED = [
-    ("roster-member", lambda c, lay: c.create(lay.roster_member(SERVICE, "h1"), b"", makepath=True)),
     ("registration", _registration),
+    ("registration-copy", _registration_copy),
     ("ready-member", lambda c, lay: c.create(lay.ready_prefix(SERVICE, "h1"), b"", ephemeral=True, sequence=True)),
     ("slot", _take_slot),
     ("failure-record", lambda c, lay: c.create(lay.failure(SERVICE, "h1"), _failure("h1 failed").to_bytes())),
@@ -155,6 +180,14 @@ def test_the_first_agent_of_a_service_creates_its_per_service_parents_and_no_age
     for path in parents:
         with pytest.raises(NoAuthError):
             agent.delete(path)
+
+
+def test_an_agent_joins_a_roster_and_only_the_deployer_removes_it_from_there(digest_bed, layout):
+    path = digest_bed.agent.create(layout.roster_member(SERVICE, "h1"), b"", makepath=True)
+
+    with pytest.raises(NoAuthError):
+        digest_bed.agent.delete(path)
+    digest_bed.deployer.delete(path)
 
 
 def test_another_agent_can_read_but_not_rewrite_an_agents_registration_or_presence(digest_bed, layout, zk, zk_connect):
@@ -303,3 +336,77 @@ def test_the_profile_classifies_paths_below_a_chroot(zk, zk_connect, zk_root, la
     acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.release(SERVICE))[0]}
     assert acl[("digest", digest_id(*AGENT.split(":")))] == 1
     assert deployer.exists(layout.release(SERVICE)) and zk_connect(zk.hosts).exists(chroot + layout.release(SERVICE))
+
+
+# What a decision that stops an instance counts under the profile: the hosts' own parents, not the shared listings.
+def _counted(client, layout):
+    """The registrations the fresh read of a slot decision counts, and its problems (the take itself is refused)."""
+    taken, _reason, snapshot = take_slot(client, layout, SERVICE, "h1", _slot("h1"), allow=lambda snapshot: (False, "only looking"))
+    assert not taken
+    return snapshot.service(SERVICE).registrations, " ".join(snapshot.service(SERVICE).problems)
+
+
+def test_a_registration_another_agent_forged_in_the_shared_listing_is_not_counted(digest_bed, layout):
+    # h1's agent claims that h3 runs 1.0.0: it may add to current/web, not to hosts/h3.
+    digest_bed.intruder.create(layout.registration(SERVICE, "h3", "1.0.0"), b"", ephemeral=True)
+    digest_bed.intruder.create(layout.roster_member(SERVICE, "h3"), b"")
+
+    counted, problems = _counted(digest_bed.agent, layout)
+
+    assert counted == {"h2": "1.0.0"}, (problems, digest_bed.agent.get_acls(layout.host("h2")), digest_bed.agent.get_children(layout.host("h2")))
+    assert "web 1.0.0 on h3 is not in that host's own parent: not counted" in problems
+
+
+def test_a_registration_another_agent_deleted_from_the_shared_listing_still_counts(digest_bed, layout):
+    digest_bed.intruder.delete(layout.registration(SERVICE, "h2", "1.0.0"))
+
+    counted, problems = _counted(digest_bed.agent, layout)
+
+    assert counted == {"h2": "1.0.0"}
+    assert "web 1.0.0 on h2 is missing from the service's listing" in problems
+
+
+def test_a_host_parent_left_open_from_before_the_profile_counts_nothing(digest_bed, layout, zk, zk_connect):
+    # hosts/h3 was created without the profile (open to anyone): h1's agent fills it and the listing.
+    zk_connect(zk.hosts, root=layout.root, digest=DEPLOYER).create(layout.host("h3"), b"", acl=OPEN_ACL_UNSAFE)
+    intruder = digest_bed.intruder
+    intruder.create(layout.host_registration("h3", SERVICE, "1.0.0"), b"", ephemeral=True)
+    intruder.create(layout.registration(SERVICE, "h3", "1.0.0"), b"", ephemeral=True)
+
+    counted, problems = _counted(digest_bed.agent, layout)
+
+    assert counted == {"h2": "1.0.0"}
+    assert "%s is not that host's own" % layout.host("h3") in problems and "world:anyone may add or remove" in problems
+
+
+def test_seeding_gives_each_agent_identity_its_own_parent(digest_bed, layout, zk, zk_connect):
+    admin = zk_connect(zk.hosts, root=layout.root, digest=DEPLOYER)
+
+    acls = {host: {(entry.id.scheme, entry.id.id): entry.perms for entry in admin.get_acls(layout.host(host))[0]} for host in ("h1", "h2")}
+
+    agent, other, deployer = (("digest", digest_id(*identity.split(":"))) for identity in (AGENT, OTHER_AGENT, DEPLOYER))
+    assert acls["h1"][agent] == acls["h2"][other] == 13  # read, create, delete
+    assert acls["h1"][other] == acls["h2"][agent] == 1
+    assert acls["h1"][deployer] == 31
+
+
+def test_without_a_profile_the_shared_listing_is_what_counts(zk, zk_connect, zk_root, layout):
+    plain = zk_connect(zk.hosts, root=zk_root)
+    tree.seed(plain, layout, tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
+    plain.create(layout.registration(SERVICE, "h3", "1.0.0"), b"", ephemeral=True, makepath=True)
+
+    assert _counted(plain, layout)[0] == {"h3": "1.0.0"}
+
+
+def test_the_deployer_removes_a_host_from_a_roster_with_rollout_control(ansible_adhoc, inventory, zk, zk_root, layout, digest_bed):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+    digest_bed.agent.create(layout.roster_member(SERVICE, "h1"), b"")
+
+    refused = deployer("rollout_control", action="leave_roster", service=SERVICE, host="h2")
+    removed = deployer("rollout_control", action="leave_roster", service=SERVICE, host="h1")
+    again = deployer("rollout_control", action="leave_roster", service=SERVICE, host="h1")
+
+    assert refused.get("failed") and "h2 is registered as a healthy instance and holds an upgrade slot of web" in refused["msg"], refused
+    assert removed["changed"] is True and again["changed"] is False, (removed, again)
+    assert digest_bed.deployer.get_children(layout.service_roster(SERVICE)) == ["h2"]

@@ -85,3 +85,8 @@ def test_a_rollout_on_real_agents_completes_under_the_acl_profile(store, zk_conn
             assert all(acl[identity_of(other)] == 1 for other in HOSTS if other != host), acl
         release_acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.release("A"))[0]}
         assert all(release_acl[identity_of(host)] == 1 for host in HOSTS), release_acl
+        # The agents started before the seeding created their own parents: each wrote its copy once it appeared.
+        for host in HOSTS:
+            assert deployer.get_children(layout.host(host)) == ["A@%s" % V2], host
+            parent_acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.host(host))[0]}
+            assert parent_acl[identity_of(host)] == 13 and all(parent_acl[identity_of(other)] == 1 for other in HOSTS if other != host)

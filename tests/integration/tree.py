@@ -208,17 +208,22 @@ class FakeFleet(object):
         """
         client = self.session(host)
         client.ensure_path(self.layout.current_service(service))
+        client.ensure_path(self.layout.host(host))
         self.deregister(service, host)
-        client.create(self.layout.registration(service, host, version), b"", ephemeral=True)
+        transaction = client.transaction()
+        for path in self.layout.registration_nodes(service, host, version):
+            transaction.create(path, b"", ephemeral=True)
+        assert not any(isinstance(result, Exception) for result in transaction.commit()), "registering %s on %s failed" % (service, host)
 
     def deregister(self, service, host):
         """Remove ``host``'s registration of ``service`` if there is one."""
         version = read_snapshot(self._shared, self.layout, services=[service]).service(service).registrations.get(host)
         if version is not None:
-            try:
-                self.session(host).delete(self.layout.registration(service, host, version))
-            except NoNodeError:
-                pass
+            for path in reversed(self.layout.registration_nodes(service, host, version)):
+                try:
+                    self.session(host).delete(path)
+                except NoNodeError:
+                    pass
 
     def go_offline(self, host):
         """Close ``host``'s session: its registrations and ready queue members disappear."""

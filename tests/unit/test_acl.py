@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import layout as kinds
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import RULES, AclError, AclProfile, Identity, digest_id
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import RULES, AclError, AclProfile, Identity, digest_id, names_host
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout, LayoutError
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ConnectionOptions, ZkConnectionError
 
@@ -47,6 +47,9 @@ PATHS = [
     (LAYOUT.lock("web") + "/0f1e2d3c4b5a69788796a5b4c3d2e1f0__lock__0000000012", kinds.LOCK_CONTENDER),
     (LAYOUT.agent("h1"), kinds.PRESENCE),
     (LAYOUT.session("1a2b3c"), kinds.SESSION),
+    (LAYOUT.hosts, kinds.HOSTS),
+    (LAYOUT.host("h1"), kinds.HOST),
+    (LAYOUT.host_registration("h1", "web", "1.2.0+b7"), kinds.HOST_REGISTRATION),
 ]
 
 
@@ -62,6 +65,7 @@ def test_every_kind_has_a_path_and_a_rule():
 @pytest.mark.parametrize("path", [
     "/other", "/team/dcx", "/team/dc/unknown", "/team/dc/rollout/x", "/team/dc/staging/web/other", "/team/dc/staging/web/ready/h1-/x",
     "/team/dc/current/web/h1", "/team/dc/roster/web/h1/x", "/team/dc/roster/../rollout", "/team/dc/agents/h1/x", "team/dc",
+    "/team/dc/hosts/h1/web", "/team/dc/hosts/h1/web@1.0/x", "/team/dc/hosts/../rollout",
 ])
 def test_a_path_outside_the_tree_is_refused_by_name(path):
     with pytest.raises(LayoutError, match="rollout tree|absolute"):
@@ -101,7 +105,7 @@ TABLE = [
     (kinds.DEPLOY, DEPLOYERS_ONLY),
     (kinds.AGENTS, AGENTS_ADD_AND_REMOVE_CHILDREN),
     (kinds.SESSIONS, DEPLOYERS_ONLY),
-    (kinds.SERVICE_ROSTER, AGENTS_ADD_AND_REMOVE_CHILDREN),
+    (kinds.SERVICE_ROSTER, AGENTS_ADD_CHILDREN),
     (kinds.CURRENT_SERVICE, AGENTS_ADD_AND_REMOVE_CHILDREN),
     (kinds.SERVICE_LOCK, AGENTS_ADD_AND_REMOVE_CHILDREN),
     (kinds.RELEASE, DEPLOYERS_ONLY),
@@ -118,6 +122,9 @@ TABLE = [
     (kinds.FAILURE, CREATORS),
     (kinds.LOCK_CONTENDER, CREATORS),
     (kinds.PRESENCE, CREATORS),
+    (kinds.HOSTS, DEPLOYERS_ONLY),
+    (kinds.HOST, DEPLOYERS_ONLY),
+    (kinds.HOST_REGISTRATION, CREATORS),
 ]
 
 
@@ -154,6 +161,9 @@ def test_an_identity_in_two_groups_gets_one_entry_with_both_rights():
     ({"deployer": [DEPLOYER], "readers": [7]}, r"readers\[0\] 7 is not an identity"),
     ({"deployer": [DEPLOYER], "agents": ["world:anyone"]}, r"agents\[0\] world:anyone cannot own nodes"),
     ({"deployer": [DEPLOYER], "agents": ["ip:10.0.0.1"]}, r"agents\[0\] ip:10.0.0.1 cannot own nodes"),
+    ({"deployer": [DEPLOYER], "agents": ["x509:O=example"]}, r"agents\[0\] x509:O=example does not name a host"),
+    ({"deployer": [DEPLOYER], "agents": ["x509:CN=a,CN=b"]}, r"agents\[0\] x509:CN=a,CN=b does not name a host"),
+    ({"deployer": [DEPLOYER], "agents": ["sasl:/x@EXAMPLE"]}, r"agents\[0\] sasl:/x@EXAMPLE does not name a host"),
 ])
 def test_a_bad_profile_is_refused_naming_the_entry(profile, message):
     with pytest.raises(AclError, match=message):
@@ -175,3 +185,51 @@ def test_connection_options_take_a_profile_and_refuse_it_with_an_acl():
         ConnectionOptions(acl=["world:anyone:r"], acl_profile={"deployer": [DEPLOYER]})
     with pytest.raises(ZkConnectionError, match="zk_acl_profile.deployer is empty"):
         ConnectionOptions(acl_profile={"deployer": []})
+
+
+@pytest.mark.parametrize("scheme, ident, host, names", [
+    ("digest", "h1:Jq7wMyA/w2Vd5WIDAKdu4OIIFEQ=", "h1", True),
+    ("digest", "h10:Jq7wMyA/w2Vd5WIDAKdu4OIIFEQ=", "h1", False),
+    ("x509", "CN=h1,O=example", "h1", True),
+    ("x509", "O=example,cn=h1", "h1", True),
+    ("x509", "CN=h1.example,O=example", "h1", False),
+    ("x509", "CN=deployer,O=h1", "h1", False),
+    ("sasl", "h1/host.example@EXAMPLE", "h1", True),
+    ("sasl", "h1@EXAMPLE", "h1", True),
+    ("sasl", "h2@EXAMPLE", "h1", False),
+    ("ip", "h1", "h1", False),
+    ("world", "anyone", "anyone", False),
+])
+def test_an_identity_names_its_host_by_digest_user_certificate_cn_or_principal(scheme, ident, host, names):
+    assert names_host(scheme, ident, host) is names
+
+
+HOST_AGENT = ("digest", digest_id("h1", "h1-secret"))
+OTHER_AGENT = ("digest", digest_id("h2", "h2-secret"))
+
+
+def test_a_hosts_own_parent_lets_only_that_hosts_identity_add_and_remove_children():
+    profile = AclProfile.from_mapping({"deployer": [DEPLOYER], "agents": [AGENT, "digest:h2:h2-secret"], "readers": [READER]})
+
+    assert {(scheme, ident): perms for perms, scheme, ident in profile.acl(kinds.HOST, "h1")} == {
+        DEPLOYER_ID: "rwcda", AGENT_ID: "rcd", OTHER_AGENT: "r", READER_ID: "r"}
+    assert profile.host_names() == ["h1", "h2"]
+
+
+@pytest.mark.parametrize("acl, refused", [
+    ([("cdrwa", *HOST_AGENT), ("cdrwa", *DEPLOYER_ID), ("r", *OTHER_AGENT)], None),
+    ([("cdrwa", *DEPLOYER_ID), ("r", *OTHER_AGENT)], None),
+    ([("cdrwa", *OTHER_AGENT), ("cdrwa", *DEPLOYER_ID)], "digest:h2 may add or remove its nodes, and is neither the deployer nor named after h1"),
+    # What an agent reads: ZooKeeper hides digest hashes from identities without the admin right.
+    ([("rcd", "digest", "h1:x"), ("cdrwa", "digest", "deployer:x"), ("r", "digest", "h2:x")], None),
+    ([("cdrwa", *HOST_AGENT), ("c", *OTHER_AGENT)], "digest:h2 may add or remove"),
+    ([("cdrwa", *HOST_AGENT), ("rwcda", "world", "anyone")], "world:anyone may add or remove"),
+    ([("rw", "world", "anyone"), ("cdrwa", *HOST_AGENT)], None),
+])
+def test_a_host_parent_is_the_hosts_only_if_nobody_else_may_add_or_remove_its_children(acl, refused):
+    profile = AclProfile.from_mapping({"deployer": [DEPLOYER], "agents": ["digest:h1:h1-secret", "digest:h2:h2-secret"]})
+    refusal = profile.host_refusal(acl, "h1")
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refused in refusal and "own identity" in refusal and "secret" not in refusal

@@ -39,6 +39,9 @@ PATHS = [
     ("deploy_entry", ("web-0000000007",), "/deploy/web-0000000007"),
     ("ready_member", ("web", "web-01-0000000042"), "/staging/web/ready/web-01-0000000042"),
     ("lock", ("web",), "/locks/web"),
+    ("hosts", None, "/hosts"),
+    ("host", ("web-01",), "/hosts/web-01"),
+    ("host_registration", ("web-01", "web", "1.2.0+b7"), "/hosts/web-01/web@1.2.0+b7"),
 ]
 
 # Builders that take names, with the position of each name and its kind.
@@ -48,6 +51,9 @@ NAMED_BUILDERS = [
     ("roster_member", ("web", "web-01"), 1, "host"),
     ("current_service", ("web",), 0, "service"),
     ("registration", ("web", "web-01", "1.0"), 0, "service"),
+    ("host", ("web-01",), 0, "host"),
+    ("host_registration", ("web-01", "web", "1.0"), 0, "host"),
+    ("host_registration", ("web-01", "web", "1.0"), 1, "service"),
     ("registration", ("web", "web-01", "1.0"), 1, "host"),
     ("release", ("web",), 0, "service"),
     ("ready_queue", ("web",), 0, "service"),
@@ -94,6 +100,7 @@ def test_containers_are_the_root_its_ancestors_and_its_persistent_parents(root, 
         root + "/locks",
         root + "/agents",
         root + "/sessions",
+        root + "/hosts",
     ]
 
 

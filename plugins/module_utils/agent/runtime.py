@@ -22,11 +22,22 @@ import random
 import threading
 import time
 
-from ..core.layout import Layout, check_name, split_sequential
+from ..core.layout import Layout, check_name, split_registration, split_sequential
 from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, services_ahead
 from ..core.signing import screen_releases
-from ..store.client import KazooException, KazooTimeoutError, NodeExistsError, NoNodeError, RequestCounter, build_client
+from ..store.client import (
+    KazooException,
+    KazooTimeoutError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    RequestCounter,
+    RolledBackError,
+    acl_entries,
+    build_client,
+    profile_of,
+)
 from ..store.locks import release_leftover_locks
 from ..store.slots import finish_turn, release_slot, take_slot
 from ..store.views import AgentView, own_registrations
@@ -75,6 +86,7 @@ class Agent(object):
         self.stopping = threading.Event()
         self._session = None
         self._roster_written = False
+        self._own_parent = False
         # Our presence node (layout.agent) once this session has registered every healthy instance.
         self._presence = None
         self._next_tick = 0.0
@@ -325,6 +337,7 @@ class Agent(object):
             return
         for path in self.layout.containers():
             self.client.ensure_path(path)
+        self._ensure_own_parent()
         for name in self.config.service_names:
             try:
                 self.client.create(self.layout.roster_member(name, self.host), b"", makepath=True)
@@ -336,7 +349,52 @@ class Agent(object):
                     self.client.delete(self.layout.roster_member(name, self.host))
             except (NoNodeError, ValueError):
                 pass
+            except NoAuthError:
+                self.log.warning("this host no longer runs %s, but under the ACL profile only the deployer removes %s: until it does, "
+                                 "the service's quorum counts this host", name, self.layout.roster_member(name, self.host))
         self._roster_written = True
+
+    def _ensure_own_parent(self):
+        """Make sure ``hosts/<host>`` exists, where the copies of our registrations go; then write the copies this session lacks.
+
+        Without an ACL profile the agent creates it. Under one only the deployer does (any
+        zkrollout.dc module that writes creates it for each agent identity of the profile): until
+        then we register in the shared listing alone, which decisions do not count, and a watch
+        on its creation brings us back here.
+        """
+        path = self.layout.host(self.host)
+        profile = profile_of(self.client)
+        if profile is None:
+            try:
+                self.client.create(path, b"")
+            except NodeExistsError:
+                pass
+        elif self.client.exists(path, watch=self._own_parent_changed) is None:
+            self._own_parent = False
+            self.log.error("%s does not exist, so no decision counts this host's instances: under the ACL profile the deployer "
+                           "creates it (re-run the rollout, or any zkrollout.dc module that writes, with this host's identity in "
+                           "the profile's agents)", path)
+            return
+        else:
+            refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host)
+            if refusal is not None:
+                self.log.error("%s is not this host's own, so no decision counts its instances: %s", path, refusal)
+        self._own_parent = True
+        for name, registered in sorted(self._registered.items()):
+            if registered:
+                try:
+                    self.client.create(self._copy_of(name, registered), b"", ephemeral=True)
+                except NodeExistsError:
+                    pass
+
+    def _own_parent_changed(self, _event):
+        # Runs on kazoo's thread: only ask the loop to write the roster and the copies again.
+        self._roster_written = False
+        self.woken.set()
+
+    def _copy_of(self, name, registered):
+        """The copy in our own parent of our registration ``registered`` (an index path) of ``name``."""
+        return self.layout.registration_nodes(name, self.host, split_registration(registered.rsplit("/", 1)[1])[1])[1]
 
     def _announce_presence(self):
         """Create our presence node, after one full iteration of this session registered every healthy instance.
@@ -377,41 +435,78 @@ class Agent(object):
             self._register(name, version)
 
     def _register(self, name, version):
-        path = self.layout.registration(name, self.host, version)
+        path, copy = self.layout.registration_nodes(name, self.host, version)
         wanted = path.rsplit("/", 1)[1]
         existing = self._own_registrations(name)
-        for node in existing:
+        for node, other in existing.items():
             if node != wanted:
-                self._delete_quietly(self.layout.current_service(name) + "/" + node)
+                self._delete_registration(name, other)
+        ours = self.client.client_id[0]
+        copy_stat = self.client.exists(copy)
+        if copy_stat is not None and copy_stat.ephemeralOwner != ours:
+            # Left by an older session of ours: it goes when that session expires; replace it now.
+            self._delete_quietly(copy, copy_stat.version)
+            copy_stat = None
         if wanted in existing:
             stat = self.client.exists(path)
-            if stat is not None and stat.ephemeralOwner == self.client.client_id[0]:
+            if stat is not None and stat.ephemeralOwner == ours:
+                if copy_stat is None and self._own_parent:
+                    self.client.create(copy, b"", ephemeral=True)
                 self._registered[name] = path
                 return
             if stat is not None:
                 self._delete_quietly(path, stat.version)
         self.client.ensure_path(self.layout.current_service(name))
-        transaction = self.client.transaction()
-        transaction.create(path, b"", ephemeral=True)
-        if self._presence:
-            transaction.set_data(self._presence, b"")
-        results = transaction.commit()
+        copy = copy if self._own_parent else None
+        results = self._create_registration(path, copy, self._presence)
         if isinstance(results[0], NodeExistsError):
             raise NodeExistsError(path)
         if any(isinstance(result, Exception) for result in results):
+            if copy is not None and isinstance(results[1], NoNodeError):
+                # Our own parent is gone (the deployer removed it): register in the listing alone until it is back.
+                self._roster_written, copy = False, None
             # Our presence node is gone (an operator, or a session change in between): register alone, announce again later.
             self._presence = None
-            self.client.create(path, b"", ephemeral=True)
+            errors = [result for result in self._create_registration(path, copy, None) if isinstance(result, Exception)]
+            if errors:
+                raise next((error for error in errors if not isinstance(error, RolledBackError)), errors[0])
         self._registered[name] = path
+
+    def _create_registration(self, path, copy, presence):
+        transaction = self.client.transaction()
+        transaction.create(path, b"", ephemeral=True)
+        if copy is not None:
+            transaction.create(copy, b"", ephemeral=True)
+        if presence:
+            transaction.set_data(presence, b"")
+        return transaction.commit()
 
     def deregister(self, name):
         """Remove our registrations of ``name``, if any."""
         with self._local_locks[name]:
             known = self._registered.get(name)
             # The node this session registered is known; only without one is the listing read.
-            for path in [known] if known else [self.layout.current_service(name) + "/" + node for node in self._own_registrations(name)]:
-                self._delete_quietly(path)
+            versions = [split_registration(known.rsplit("/", 1)[1])[1]] if known else list(self._own_registrations(name).values())
+            for version in versions:
+                self._delete_registration(name, version)
             self._registered[name] = None
+
+    def _delete_registration(self, name, version):
+        """Delete our registration of ``version`` and its copy: the copy first, so that no decision counts an instance the index lost."""
+        path, copy = self.layout.registration_nodes(name, self.host, version)
+        try:
+            self._delete_quietly(copy)
+        except NoAuthError:
+            pass  # a parent that is not ours (see _ensure_own_parent): nothing of ours is there
+        self._delete_quietly(path)
+
+    def leaving_registration(self, name):
+        """The nodes of the registration this session made for ``name`` (deleted when its slot is taken), or []."""
+        known = self._registered.get(name)
+        if not known:
+            return []
+        copy = self._copy_of(name, known)
+        return [known, copy] if self.client.exists(copy) is not None else [known]
 
     def _delete_quietly(self, path, version=-1):
         try:
@@ -517,7 +612,7 @@ class Agent(object):
         # The registration this session made goes in the slot's own transaction: the instance is about to stop.
         registered = self._registered.get(name)
         taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=self._decision_services(name),
-                                           leaving=[registered] if registered else [])
+                                           leaving=self.leaving_registration(name))
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             # The fresh read disagreed with the view: read what the decision rests on again.

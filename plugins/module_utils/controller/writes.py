@@ -35,7 +35,7 @@ from ..store.commits import commit, missing_containers, transaction_bytes
 from ..store.reads import read_snapshot
 from .report import overall_state, rollout_report
 
-CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot")
+CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot", "leave_roster")
 
 
 class WriteRefused(Exception):
@@ -233,10 +233,14 @@ def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None, sig
         resigned = [entry for entry in wanted if entry.signature is not None and staged[entry.service] not in (None, entry)
                     and _unsigned(staged[entry.service]) == _unsigned(entry)]
         ops = [op for entry in resigned for op in _resign_ops(snapshot, layout, entry)] + [Op("create", path) for path in repairs]
+        # Under an ACL profile, a re-run gives hosts added to the profile since their own parents (layout.host).
+        parents = [path for path in missing if path.startswith(layout.hosts + "/")]
+        ops += [Op("create", path) for path in parents]
         notes = (["repaired the missing sub-trees %s" % ", ".join(repairs)] if repairs else []) + (
-            ["signed %s with key %s" % (", ".join(entry.service for entry in resigned), resigned[0].signature.key)] if resigned else [])
+            ["signed %s with key %s" % (", ".join(entry.service for entry in resigned), resigned[0].signature.key)] if resigned else []) + (
+            ["created the own parents of %s" % ", ".join(path.rsplit("/", 1)[1] for path in parents)] if parents else [])
         after = dict(before, staging=dict(before.get("staging", {}), **{entry.service: entry.to_dict() for entry in resigned})) if resigned else before
-        return Change(ops=tuple(_ensure_containers(missing) + ops) if ops else (),
+        return Change(ops=tuple(_ensure_containers([path for path in missing if path not in parents]) + ops) if ops else (),
                       before=before, after=after, message="rollout %s already seeded with this release%s" % (
                           current.id, "".join("; " + note for note in notes)),
                       warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})
@@ -419,6 +423,8 @@ def plan_control(snapshot, layout, action, service=None, host=None, force=False,
         raise WriteRefused("unknown action %r; expected one of %s" % (action, ", ".join(CONTROL_ACTIONS)))
     if action == "release_slot":
         return _plan_release_slot(snapshot, layout, service, host, force, now)
+    if action == "leave_roster":
+        return _plan_leave_roster(snapshot, layout, service, host, force)
     if rollout is None:
         raise WriteRefused("there is no rollout at %s to %s; seed one with zkrollout.dc.rollout" % (layout.rollout, action))
     before = {"rollout": rollout.to_dict()}
@@ -456,6 +462,24 @@ def _plan_retry(snapshot, layout, service, rollout, before, now):
     after = dict(after, failures={service: []})
     return Change(ops=tuple(ops), before=before, after=after if ops else before,
                   message="retrying %s: cleared failures on %s" % (service, ", ".join(sorted(state.failures)) or "no host"))
+
+
+def _plan_leave_roster(snapshot, layout, service, host, force):
+    """Remove ``host`` from the roster of ``service`` (the host no longer runs it): under the ACL profile only the deployer may."""
+    if not service or not host:
+        raise WriteRefused("action leave_roster needs service and host")
+    state = snapshot.service(service)
+    before = {"roster": {service: list(state.roster)}}
+    if host not in state.roster:
+        return Change(before=before, after=before, message="%s is not in the roster of %s" % (host, service))
+    busy = [what for what, held in (("is registered as a healthy instance", host in state.registrations),
+                                    ("holds an upgrade slot", host in state.slots)) if held]
+    if busy and not force:
+        raise WriteRefused("%s %s of %s: it still runs the service; stop it there first (remove the service from the agent's "
+                           "config), or pass force: true" % (host, " and ".join(busy), service))
+    after = {"roster": {service: [other for other in state.roster if other != host]}}
+    return Change(ops=(Op("delete", layout.roster_member(service, host)),), before=before, after=after,
+                  message="removed %s from the roster of %s" % (host, service))
 
 
 def _plan_release_slot(snapshot, layout, service, host, force, now):

@@ -39,6 +39,7 @@ SCHEMES = ("digest", "digest-hash", "x509", "ip", "world", "sasl")
 # Agents own what they create through the ``auth`` scheme, which only authenticated identities have.
 AUTHENTICATED_SCHEMES = ("digest", "x509", "sasl")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME = re.compile(r"\A" + kinds.NAME_PATTERN + r"\Z")
 
 
 class AclError(ValueError):
@@ -47,13 +48,19 @@ class AclError(ValueError):
 
 @dataclass(frozen=True)
 class Rule(object):
-    """The permissions of each group and of the node's creator on one kind of node, and why."""
+    """The permissions of each group and of the node's creator on one kind of node, and why.
+
+    ``owner`` adds permissions for the one agent identity named after the host in the node's
+    path (``names_host``): a host's own parent is the deployer's node where only that host adds
+    and removes children.
+    """
 
     deployer: str
     agents: str
     readers: str
     creator: str
     reason: str
+    owner: str = ""
 
 
 def _deployers(agents, reason):
@@ -74,7 +81,8 @@ RULES = {
     kinds.DEPLOY: _deployers(READ, "only the deployer adds or removes deploy entries: no agent may reorder or skip the queue"),
     kinds.AGENTS: _deployers("rcd", "agents create their presence node and delete one left by an older session of theirs"),
     kinds.SESSIONS: _deployers(READ, "controller sessions are the deployer's; agents read them to tell a live controller's slot"),
-    kinds.SERVICE_ROSTER: _deployers("rcd", "agents add and remove their own roster membership"),
+    kinds.SERVICE_ROSTER: _deployers("rc", "agents add their own roster membership; only the deployer removes one, so no agent can "
+                                           "shrink a roster and with it a service's quorum"),
     kinds.CURRENT_SERVICE: _deployers("rcd", "agents add and remove their registrations"),
     kinds.SERVICE_LOCK: _deployers("rcd", "agents add and remove their contender nodes"),
     kinds.RELEASE: _deployers(READ, "the release is signed and written by the deployer only; its sub-trees come with it"),
@@ -91,7 +99,31 @@ RULES = {
     kinds.FAILURE: _agents_own("its data (version, stage, reason) is its host's: no other agent may rewrite it"),
     kinds.LOCK_CONTENDER: _agents_own("the contender's own node; no other agent may change it or its ACL"),
     kinds.PRESENCE: _agents_own("its data version counts its host's registrations: no other agent may bump it"),
+    kinds.HOSTS: _deployers(READ, "the deployer creates each agent identity's own parent, so no agent can take another host's"),
+    kinds.HOST: Rule(deployer=ALL, agents=READ, readers=READ, creator="", owner="rcd",
+                     reason="the host's own parent: only its agent and the deployer add or remove what a decision counts"),
+    kinds.HOST_REGISTRATION: _agents_own("the host's copy of its registration, the one a decision that stops an instance counts"),
 }
+
+
+def host_name(scheme, ident):
+    """The host an agent identity is named after: its digest user, its certificate subject's CN, its sasl principal's first part; else None.
+
+    That is how the profile ties an agent identity to the one host it may speak for (``layout.host``).
+    """
+    if scheme == "digest":
+        return ident.split(":", 1)[0]
+    if scheme == "x509":
+        names = [part.strip()[3:] for part in ident.split(",") if part.strip()[:3].upper() == "CN="]
+        return names[0] if len(names) == 1 else None
+    if scheme == "sasl":
+        return re.split(r"[/@]", ident, maxsplit=1)[0]
+    return None
+
+
+def names_host(scheme, ident, host):
+    """Whether the identity ``scheme:ident`` is named after ``host`` (``host_name``)."""
+    return host_name(scheme, ident) == host
 
 
 def digest_id(user, password):
@@ -183,19 +215,53 @@ class AclProfile(object):
             raise AclError("%s.deployer is empty: give the deployer's identity (for example digest:deployer:password), "
                            "or nobody could change the tree" % where)
         for index, identity in enumerate(groups["agents"]):
+            if identity.scheme in AUTHENTICATED_SCHEMES and not _NAME.match(host_name(identity.scheme, identity.id) or ""):
+                raise AclError("%s.agents[%d] %s:%s does not name a host: an agent's identity is named after its host (the digest user, the "
+                               "certificate's one CN or the principal's first part), which is how the deployer gives each host its own "
+                               "parent" % (where, index, identity.scheme, identity.id.split(":", 1)[0] if identity.scheme == "digest" else identity.id))
             if identity.scheme not in AUTHENTICATED_SCHEMES:
                 raise AclError("%s.agents[%d] %s:%s cannot own nodes: agents need a digest or x509 identity, because the nodes "
                                "an agent creates belong to the identity it authenticated with" % (where, index, identity.scheme, identity.id))
         return cls(**groups)
 
-    def acl(self, kind):
-        """The ACL of a node of ``kind``: ``[(perms, scheme, id), ...]``, one entry per identity, perms from 'rwcda'."""
+    def host_names(self):
+        """The hosts the agent identities are named after (``host_name``), sorted: each gets its own parent from the deployer."""
+        return sorted({host_name(identity.scheme, identity.id) for identity in self.agents})
+
+    def host_refusal(self, acl, host):
+        """Why the ACL of ``hosts/<host>`` (``[(perms, scheme, id)]`` as ZooKeeper returns it) does not make it that host's, or None.
+
+        Whoever may add or remove children there decides which registrations of the host a
+        decision counts, so each of them must be the deployer or the identity named after
+        ``host``. ZooKeeper shows a digest's hash only to an identity with the admin right, so a
+        digest identity is recognised by its user name; the guarantee rests on the rule that
+        only the deployer creates these parents (``RULES[HOSTS]``). A parent left from before
+        the profile (open to anyone, say) is not the host's: what it holds is not counted.
+        """
+        def who(scheme, ident):
+            return (scheme, ident.split(":", 1)[0] if scheme == "digest" else ident)
+
+        deployer = {who(identity.scheme, identity.id) for identity in self.deployer}
+        strangers = sorted("%s:%s" % who(scheme, ident) for perms, scheme, ident in acl
+                           if set(perms) & set("cd") and who(scheme, ident) not in deployer and not names_host(scheme, ident, host))
+        if strangers:
+            return ("%s may add or remove its nodes, and is neither the deployer nor named after %s: the deployer deletes the node "
+                    "and the next zkrollout.dc module that writes creates it again for %s's own identity" % (", ".join(strangers), host, host))
+        return None
+
+    def acl(self, kind, host=None):
+        """The ACL of a node of ``kind``: ``[(perms, scheme, id), ...]``, one entry per identity, perms from 'rwcda'.
+
+        ``host`` is the host a node of a kind with an ``owner`` column belongs to (``hosts/<host>``).
+        """
         rule = RULES[kind]
         granted = {}
         for group in GROUPS:
             for identity in getattr(self, group):
                 key = (identity.scheme, identity.id)
                 granted[key] = granted.get(key, "") + getattr(rule, group)
+                if group == "agents" and rule.owner and names_host(identity.scheme, identity.id, host):
+                    granted[key] += rule.owner
         if rule.creator:
             granted[(CREATOR_SCHEME, CREATOR_ID)] = rule.creator
         return [("".join(p for p in PERMISSIONS if p in perms), scheme, ident) for (scheme, ident), perms in granted.items()]

@@ -19,6 +19,8 @@ Tree (see docs/architecture.md)::
     <root>/rollout                              rollout state (persistent)
     <root>/locks/<svc>                          lock serialising slot decisions
     <root>/agents/<host>                        the host's agent is connected (ephemeral)
+    <root>/hosts/<host>                         the host's own parent: only its agent adds or removes children
+    <root>/hosts/<host>/<svc>@<version>         the host's copy of its registration (ephemeral)
     <root>/sessions/<session>                   a controller's session is alive (ephemeral)
 """
 
@@ -70,17 +72,20 @@ SERVICE_LOCK = "service lock"
 LOCK_CONTENDER = "lock contender"
 PRESENCE = "agent presence"
 SESSION = "controller session"
+HOSTS = "hosts"
+HOST = "host parent"
+HOST_REGISTRATION = "host registration"
 
 NODE_KINDS = (ROOT_ANCESTOR, ROOT, ROSTER, CURRENT, STAGING, DEPLOY, LOCKS, AGENTS, SESSIONS, SERVICE_ROSTER, ROSTER_MEMBER,
               CURRENT_SERVICE, REGISTRATION, RELEASE, READY_QUEUE, SLOTS, FAILURES, READY_MEMBER, SLOT, FAILURE, DEPLOY_ENTRY,
-              ROLLOUT, SERVICE_LOCK, LOCK_CONTENDER, PRESENCE, SESSION)
+              ROLLOUT, SERVICE_LOCK, LOCK_CONTENDER, PRESENCE, SESSION, HOSTS, HOST, HOST_REGISTRATION)
 
 _TOP_KINDS = {"roster": ROSTER, "current": CURRENT, "staging": STAGING, "deploy": DEPLOY, "locks": LOCKS, "agents": AGENTS,
-              "sessions": SESSIONS, "rollout": ROLLOUT}
+              "sessions": SESSIONS, "rollout": ROLLOUT, "hosts": HOSTS}
 # The kind of a child of each kind of parent; a name that is not valid there makes the path a stranger.
 _CHILD_KINDS = {ROSTER: SERVICE_ROSTER, SERVICE_ROSTER: ROSTER_MEMBER, CURRENT: CURRENT_SERVICE, CURRENT_SERVICE: REGISTRATION,
                 STAGING: RELEASE, READY_QUEUE: READY_MEMBER, SLOTS: SLOT, FAILURES: FAILURE, DEPLOY: DEPLOY_ENTRY,
-                LOCKS: SERVICE_LOCK, SERVICE_LOCK: LOCK_CONTENDER, AGENTS: PRESENCE, SESSIONS: SESSION}
+                LOCKS: SERVICE_LOCK, SERVICE_LOCK: LOCK_CONTENDER, AGENTS: PRESENCE, SESSIONS: SESSION, HOSTS: HOST}
 _RELEASE_SUBTREES = {"ready": READY_QUEUE, "upgrading": SLOTS, "failed": FAILURES}
 
 
@@ -162,8 +167,8 @@ class Layout(object):
         for depth, segment in enumerate(segments[1:], 1):
             if kind == RELEASE and depth == 2:
                 kind = _RELEASE_SUBTREES.get(segment)
-            elif kind == CURRENT_SERVICE:
-                kind = REGISTRATION if split_registration(segment) else None
+            elif kind in (CURRENT_SERVICE, HOST):
+                kind = (REGISTRATION if kind == CURRENT_SERVICE else HOST_REGISTRATION) if split_registration(segment) else None
             else:
                 kind = _CHILD_KINDS.get(kind) if _NAME_RE.match(segment) else None
             if kind is None:
@@ -217,6 +222,31 @@ class Layout(object):
         return self._join("agents", check_name("host", host))
 
     @property
+    def hosts(self):
+        """Parent of the per-host parents."""
+        return self._join("hosts")
+
+    def host(self, host):
+        """The host's own parent: its ACL lets only that host's agent (and the deployer) add or remove children.
+
+        With an ACL profile, what a decision that stops an instance counts is confirmed here
+        (``store.reads.confirm_registrations``): the service-wide listings, which every agent may
+        add to and remove from, are only an index (docs/security.md).
+        """
+        return self._join("hosts", check_name("host", host))
+
+    def host_registration(self, host, service, version):
+        """The host's copy of its registration of ``version`` of ``service`` (ephemeral, written with the index's)."""
+        node = check_name("service", service) + REGISTRATION_SEPARATOR + str(version)
+        if not isinstance(version, str) or split_registration(node) is None:
+            raise LayoutError("invalid version %r for a registration of %s on %s" % (version, service, host))
+        return self._join("hosts", check_name("host", host), node)
+
+    def registration_nodes(self, service, host, version):
+        """Both nodes of one registration, created and deleted together: the index's and the host's copy."""
+        return [self.registration(service, host, version), self.host_registration(host, service, version)]
+
+    @property
     def sessions(self):
         """Parent of the controllers' session nodes."""
         return self._join("sessions")
@@ -232,7 +262,8 @@ class Layout(object):
         """
         segments = self.root.split("/")[1:]
         ancestors = ["/" + "/".join(segments[:depth]) for depth in range(1, len(segments))]
-        return ancestors + [self.root, self.roster, self.current, self.staging, self.deploy, self.locks, self.agents, self.sessions]
+        return ancestors + [self.root, self.roster, self.current, self.staging, self.deploy, self.locks, self.agents, self.sessions,
+                            self.hosts]
 
     # Roster and registrations.
     def service_roster(self, service):

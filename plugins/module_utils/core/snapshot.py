@@ -8,8 +8,9 @@ an agent); the rules (``core.rules``), ``decide`` and the reports only ever see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .layout import split_registration
 from .model import ReleaseEntry, RolloutState
 
 
@@ -118,3 +119,34 @@ class Snapshot(object):
     def slots_held(self):
         """``[(service, host, Slot)]`` for every held upgrade slot."""
         return [(name, host, slot) for name, state in sorted(self.services.items()) for host, slot in sorted(state.slots.items())]
+
+
+def confirmed(snapshot, names, records, problems=()):
+    """``snapshot`` with the registrations of ``names`` taken from the hosts' own parents instead of the service-wide index.
+
+    ``records`` maps each host whose own parent is genuine (``AclProfile.host_refusal``) to its
+    children (``<svc>@<version>``); a host missing there counts as not registered. So a
+    registration another agent forged in ``current/<svc>`` is not counted, and one it deleted
+    there still is. Each disagreement with the index, and each of ``problems`` (``(host,
+    sentence)``), becomes a problem of the service, named by path.
+    """
+    services = dict(snapshot.services)
+    for name in names:
+        state = snapshot.service(name)
+        versions = {}
+        for host, children in records.items():
+            for node in children:
+                parsed = split_registration(node)
+                if parsed is not None and parsed[0] == name:
+                    versions[host] = min(versions[host], parsed[1]) if host in versions else parsed[1]
+        notes = [sentence for host, sentence in problems if host in set(state.roster) | set(state.registrations)]
+        for host, version in sorted(state.registrations.items()):
+            if versions.get(host) != version:
+                notes.append("the registration of %s %s on %s is not in that host's own parent: not counted (written by another "
+                             "host, or the instance just changed)" % (name, version, host))
+        for host, version in sorted(versions.items()):
+            if host not in state.registrations:
+                notes.append("the registration of %s %s on %s is missing from the service's listing (deleted by another host?): "
+                             "counted from that host's own parent" % (name, version, host))
+        services[name] = replace(state, registrations=versions, problems=state.problems + tuple(notes))
+    return replace(snapshot, services=services)

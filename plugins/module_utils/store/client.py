@@ -19,8 +19,8 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
-from ..core.acl import AclError, AclProfile
-from ..core.layout import DEFAULT_ROOT, Layout, LayoutError, check_root
+from ..core.acl import PERMISSIONS, AclError, AclProfile
+from ..core.layout import DEFAULT_ROOT, HOST, Layout, LayoutError, check_root
 from ..core.model import DEFAULT_JUTE_MAXBUFFER
 
 # The exception classes are re-exported: the rest of the collection catches them from here.
@@ -31,6 +31,7 @@ try:
         InvalidACLError,
         KazooException,
         LockTimeout,
+        NoAuthError,
         NodeExistsError,
         NoNodeError,
         RolledBackError,
@@ -55,6 +56,9 @@ except ImportError as exc:  # reported by require_kazoo() where a client is actu
         """Stands in for kazoo's class so this module imports without kazoo."""
 
     class NodeExistsError(KazooException):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class NoAuthError(KazooException):
         """Stands in for kazoo's class so this module imports without kazoo."""
 
     class NoNodeError(KazooException):
@@ -286,12 +290,13 @@ def build_client(options, logger=None):
 _PERMISSION_BITS = {"r": "READ", "w": "WRITE", "c": "CREATE", "d": "DELETE", "a": "ADMIN"}
 # Per client with a profile: the function that gives a request the profile's ACLs (see apply_acl_profile).
 _PROFILE_REQUESTS = weakref.WeakKeyDictionary()
+_PROFILES = weakref.WeakKeyDictionary()
 
 
-def profile_acl(profile, kind):
-    """The kazoo ACL that ``profile`` gives a node of ``kind`` (layout.NODE_KINDS)."""
+def profile_acl(profile, kind, host=None):
+    """The kazoo ACL that ``profile`` gives a node of ``kind`` (layout.NODE_KINDS); ``host`` for a host's own parent."""
     return [ACL(sum(getattr(Permissions, _PERMISSION_BITS[p]) for p in perms), Id(scheme, ident))
-            for perms, scheme, ident in profile.acl(kind)]
+            for perms, scheme, ident in profile.acl(kind, host)]
 
 
 def apply_acl_profile(client, profile, root):
@@ -306,10 +311,13 @@ def apply_acl_profile(client, profile, root):
     by_kind = {}
 
     def with_profile_acl(op):
-        kind = layout.kind(op.path[len(chroot):] or "/")
-        if kind not in by_kind:
-            by_kind[kind] = profile_acl(profile, kind)
-        return op._replace(acl=by_kind[kind])
+        path = op.path[len(chroot):] or "/"
+        kind = layout.kind(path)
+        # A host's own parent gives its host's identity more than the others: its ACL depends on the path.
+        key = (kind, path.rsplit("/", 1)[1] if kind == HOST else None)
+        if key not in by_kind:
+            by_kind[key] = profile_acl(profile, *key)
+        return op._replace(acl=by_kind[key])
 
     def with_profile(request):
         if isinstance(request, (Create, Create2)):
@@ -328,7 +336,19 @@ def apply_acl_profile(client, profile, root):
 
     client._call = call
     _PROFILE_REQUESTS[client] = with_profile
+    _PROFILES[client] = profile
     return client
+
+
+def profile_of(client):
+    """The AclProfile ``client`` creates nodes with (``apply_acl_profile``), or None."""
+    return _PROFILES.get(client)
+
+
+def acl_entries(acls):
+    """kazoo ACLs as ``[(perms, scheme, id)]``, perms from 'rwcda' (what core/acl.py reasons about)."""
+    return [("".join(p for p in PERMISSIONS if acl.perms & getattr(Permissions, _PERMISSION_BITS[p])), acl.id.scheme, acl.id.id)
+            for acl in acls]
 
 
 def request_bytes(transaction):

@@ -10,12 +10,18 @@ all, and every delete and set is checked against the version that was read.
 
 from __future__ import annotations
 
-from .client import NoNodeError, RolledBackError, request_bytes
+from .client import NoNodeError, RolledBackError, profile_of, request_bytes
 
 
 def missing_containers(client, layout):
-    """Persistent parents of the tree that do not exist yet, top-down (one pipelined round trip)."""
-    pending = [(path, client.exists_async(path)) for path in layout.containers()]
+    """Persistent parents of the tree that do not exist yet, top-down (one pipelined round trip).
+
+    Under an ACL profile they include the own parent (``layout.host``) of every host an agent
+    identity of the profile is named after: only the deployer creates those.
+    """
+    profile = profile_of(client)
+    hosts = [layout.host(host) for host in profile.host_names()] if profile is not None else []
+    pending = [(path, client.exists_async(path)) for path in layout.containers() + hosts]
     return [path for path, result in pending if result.get() is None]
 
 

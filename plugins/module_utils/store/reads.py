@@ -16,10 +16,15 @@ is wrong. A slot or a failure whose payload does not parse still counts (held, h
 
 from __future__ import annotations
 
+import weakref
+
 from ..core.layout import LayoutError, check_name, split_registration, split_sequential
 from ..core.model import DeployEntry, Failure, PayloadError, ReleaseEntry, RolloutState, Slot
-from ..core.snapshot import QueueMember, ServiceState, Snapshot
-from .client import NoNodeError
+from ..core.snapshot import QueueMember, ServiceState, Snapshot, confirmed
+from .client import NoNodeError, acl_entries, profile_of
+
+# Per client: the hosts whose own parent was found genuine, with the (czxid, aversion) it had then.
+_GENUINE_HOSTS = weakref.WeakKeyDictionary()
 
 
 class _Batch(object):
@@ -247,3 +252,50 @@ def read_snapshot(client, layout, services=None, liveness=None):
         live_agents=frozenset(alive.get(layout.agents) or ()) if liveness else None,
         live_sessions=frozenset(alive.get(layout.sessions) or ()) if liveness else None,
     )
+
+
+def confirm_registrations(client, layout, snapshot, names, profile):
+    """``snapshot`` with the registrations of ``names`` confirmed by each host's own parent (``core.snapshot.confirmed``).
+
+    One pipelined listing per host of those services (roster or index), plus, the first time a
+    host's parent is seen (or after it was re-created or its ACL changed), its ACL. That is the
+    price of the ACL profile, paid only by the decision that stops an instance: every agent may
+    add to and remove from the service-wide listings, only the host itself to its own parent.
+    """
+    hosts = sorted(set().union(*(set(snapshot.service(name).roster) | set(snapshot.service(name).registrations) for name in names)))
+    sent = [(host, client.get_children_async(layout.host(host), include_data=True)) for host in hosts]
+    known = _GENUINE_HOSTS.setdefault(client, {})
+    records, unchecked, problems = {}, [], []
+    for host, answer in sent:
+        try:
+            children, stat = answer.get()
+        except NoNodeError:
+            continue
+        records[host] = children
+        if known.get(host) != (stat.czxid, stat.aversion):
+            unchecked.append((host, (stat.czxid, stat.aversion), client.get_acls_async(layout.host(host))))
+    for host, listed, answer in unchecked:
+        try:
+            acls, stat = answer.get()
+        except NoNodeError:
+            records.pop(host)
+            continue
+        if (stat.czxid, stat.aversion) != listed:
+            # Re-created or re-ACLed between the two reads: count nothing of it this time.
+            records.pop(host)
+            continue
+        refusal = profile.host_refusal(acl_entries(acls), host)
+        if refusal is not None:
+            records.pop(host)
+            known.pop(host, None)
+            problems.append((host, "%s is not that host's own: %s" % (layout.host(host), refusal)))
+        else:
+            known[host] = (stat.czxid, stat.aversion)
+    return confirmed(snapshot, names, records, problems)
+
+
+def decision_snapshot(client, layout, names):
+    """The fresh read a decision that stops an instance rests on: ``read_snapshot`` of ``names``, confirmed under an ACL profile."""
+    snapshot = read_snapshot(client, layout, services=names)
+    profile = profile_of(client)
+    return snapshot if profile is None else confirm_registrations(client, layout, snapshot, names, profile)

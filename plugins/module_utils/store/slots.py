@@ -32,7 +32,7 @@ from ..core.layout import split_sequential
 from ..core.model import PayloadError, Slot
 from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 from .locks import ServiceLock, release_leftover_locks
-from .reads import read_snapshot
+from .reads import decision_snapshot
 from .views import own_registrations
 
 LOCK_TIMEOUT = 5.0
@@ -80,7 +80,7 @@ def take_slot(client, layout, service, host, slot, allow, services=None, identif
     no longer holds.
     """
     names = services or [service]
-    with service_lock(client, layout, service, identifier or host, timeout, read=lambda: read_snapshot(client, layout, services=names)) as (lock, snapshot):
+    with service_lock(client, layout, service, identifier or host, timeout, read=lambda: decision_snapshot(client, layout, names)) as (lock, snapshot):
         if lock is None:
             return False, "waiting: the lock of %s is busy" % service, None
         if not client.connected:
@@ -152,28 +152,37 @@ def finish_turn(client, layout, service, host, version, owner, presence=None):
 
     The next host in line is woken once, by a tree where the new instance already counts as
     healthy and the slot is free. Our own registration left by an older session is replaced,
-    not trusted. The four reads it needs go out together. ``owner`` is as for ``release_slot``;
+    not trusted, and so is its copy in the host's own parent (``layout.registration_nodes``). The
+    six reads it needs go out together. ``owner`` is as for ``release_slot``;
     ``presence`` (the agent's presence node) has its version bumped, as every registration does.
     Returns the registration's path, or None when the slot is not ours (any more) or the tree
     changed meanwhile: the caller then takes the steps one by one.
     """
-    wanted = layout.registration(service, host, version)
-    parent = layout.current_service(service)
-    sent = (client.get_children_async(parent), client.exists_async(wanted),
-            client.get_children_async(layout.ready_queue(service)), client.get_async(layout.slot(service, host)))
+    wanted, wanted_copy = layout.registration_nodes(service, host, version)
+    parent, own_parent = layout.current_service(service), layout.host(host)
+    sent = (client.get_children_async(parent), client.exists_async(wanted), client.get_children_async(own_parent),
+            client.exists_async(wanted_copy), client.get_children_async(layout.ready_queue(service)),
+            client.get_async(layout.slot(service, host)))
     try:
-        current, stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
+        current, stat, copies, copy_stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
         if Slot.from_bytes(data, layout.slot(service, host)).owner not in (owner if isinstance(owner, tuple) else (owner,)):
             return None
     except (NoNodeError, PayloadError):
         return None
-    ours = stat is not None and stat.ephemeralOwner == client.client_id[0]
+    session = client.client_id[0]
+    ours = stat is not None and stat.ephemeralOwner == session
+    copy_ours = copy_stat is not None and copy_stat.ephemeralOwner == session
     transaction = client.transaction()
     for node in own_registrations(current, host):
         if parent + "/" + node != wanted or not ours:
             transaction.delete(parent + "/" + node)
+    for node in own_registrations(copies, service):
+        if own_parent + "/" + node != wanted_copy or not copy_ours:
+            transaction.delete(own_parent + "/" + node)
     if not ours:
         transaction.create(wanted, b"", ephemeral=True)
+    if not copy_ours:
+        transaction.create(wanted_copy, b"", ephemeral=True)
     for node in ready:
         if (split_sequential(node) or (None,))[0] == host:
             transaction.delete(layout.ready_member(service, node))

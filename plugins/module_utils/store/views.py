@@ -203,7 +203,10 @@ class AgentView(object):
 
 
 def own_registrations(children, host):
-    """The names among ``children`` of ``current/<svc>`` that register ``host``, with their versions."""
+    """The names among ``children`` of ``current/<svc>`` that register ``host``, with their versions.
+
+    Also for the copies in a host's own parent (``hosts/<host>``), whose names start with the service instead.
+    """
     found = {}
     for node in children or ():
         parsed = split_registration(node)

@@ -41,7 +41,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     Slot,
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import strictest_limits
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.snapshot import QueueMember, ServiceState, Snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.snapshot import QueueMember, ServiceState, Snapshot, confirmed
 
 ROLLOUT = "r1"
 NOW = 1700000000.0
@@ -501,3 +501,44 @@ def test_a_registration_left_by_an_older_session_of_ours_is_made_again_not_trust
     view = dataclasses.replace(local(), own_registration=False)
     assert_decision(decided(snapshot, view), REGISTER, "left by an older session of ours")
     assert decided(snapshot, local()).action != REGISTER
+
+
+# Under the ACL profile the decision counts what each host's own parent says (core.snapshot.confirmed).
+def _records(text, name="app"):
+    """``"h1=1.0 h2=1.0"`` -> the children of those hosts' own parents (``{host: ["app@1.0"]}``)."""
+    return {host: ["%s@%s" % (name, version)] for host, version in _pairs(text).items()}
+
+
+def test_a_forged_registration_is_not_counted_once_confirmed():
+    # h3 is down, but another agent created current/app/h3@1.0: the index says 3 healthy.
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", ready="h1 h2 h3", quorum=2))
+    assert_decision(decided(snapshot), TAKE_SLOT, "keeps 2 healthy >= quorum 2")
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h2=1.0") | {"h3": []})
+    assert_decision(decided(checked), WAIT, "budget 0", "2 healthy, quorum 2")
+    assert any("app 1.0 on h3 is not in that host's own parent: not counted" in problem for problem in checked.service("app").problems)
+
+
+def test_a_registration_deleted_from_the_index_still_counts_once_confirmed():
+    # The index lost h3@1.0 (another agent deleted it): h3 looks offline, the quorum of 3 forbids the stop.
+    snapshot = tree(service(current="h1=1.0 h2=1.0", offline="h3", ready="h1 h2", quorum=2))
+    assert_decision(decided(snapshot), WAIT, "budget 0")
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h2=1.0 h3=1.0"))
+    assert_decision(decided(checked), TAKE_SLOT, "keeps 2 healthy >= quorum 2")
+    assert any("missing from the service's listing" in problem for problem in checked.service("app").problems)
+
+
+def test_a_dependency_whose_old_instance_was_deleted_from_the_index_is_still_incomplete():
+    # db's h3 still runs 1.0; another agent deleted current/db/h3@1.0 so that db looks complete.
+    snapshot = tree(service("db", current="h1=2.0 h2=2.0", offline="h3", ready=""),
+                    service(current=FIVE, ready=FIVE_READY, quorum=1, depends_on=["db"]), queue=["db", "app"])
+    assert_decision(decided(snapshot), TAKE_SLOT)
+    db_versions = {"h1": ["db@2.0"], "h2": ["db@2.0"], "h3": ["db@1.0"]}
+    checked = confirmed(snapshot, ["app", "db"], {host: ["app@1.0"] + db_versions.get(host, []) for host in ("h1", "h2", "h3", "h4", "h5")})
+    assert_decision(decided(checked), WAIT, "behind db")
+
+
+def test_a_host_whose_parent_is_not_its_own_counts_as_not_registered():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", ready="h1 h2 h3", quorum=2))
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h2=1.0"), problems=[("h3", "hosts/h3 is not that host's own")])
+    assert_decision(decided(checked), WAIT, "budget 0")
+    assert "hosts/h3 is not that host's own" in checked.service("app").problems
