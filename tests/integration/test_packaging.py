@@ -154,16 +154,21 @@ def test_the_installed_role_packs_the_agent_from_its_own_copy_of_the_collection(
     assert "--config" in help_text
 
 
+# By its name, as an operator runs it; and imported by a playbook of the user's own project, as an AWX job template needs it.
 @pytest.mark.zookeeper
-def test_the_installed_status_playbook_runs_with_the_users_own_ansible_cfg(installed, zk, zk_root, tmp_path):
+@pytest.mark.parametrize("how", ["by name", "imported"])
+def test_the_installed_status_playbook_runs_with_the_users_own_ansible_cfg(installed, zk, zk_root, tmp_path, how):
     ansible_cfg = tmp_path / "ansible.cfg"
     ansible_cfg.write_text("[defaults]\ncallback_result_format = json\n")
+    playbook = "zkrollout.dc.status"
+    if how == "imported":
+        playbook = str(tmp_path / "status.yml")
+        Path(playbook).write_text("---\n- name: Show the rollout\n  ansible.builtin.import_playbook: zkrollout.dc.status\n")
     env = _user_environment(installed.parents[2], ansible_cfg)
     env.update(ANSIBLE_SHOW_CUSTOM_STATS="true", ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
     completed = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(installed / "playbooks" / "status.yml"),
-         "-e", "zkrollout_zk_hosts=%s" % zk.hosts, "-e", "zkrollout_zk_root=%s" % zk_root],
+        [str(BIN / "ansible-playbook"), playbook, "-e", "zkrollout_zk_hosts=%s" % zk.hosts, "-e", "zkrollout_zk_root=%s" % zk_root],
         env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
     run = PlaybookRun(completed.returncode, completed.stdout, completed.stderr)
 
