@@ -177,6 +177,32 @@ def test_status_playbook_on_an_empty_tree_says_there_is_no_rollout(playbook):
     assert run.custom_stats["zkrollout_state"] == "none"
 
 
+def test_status_playbook_passes_the_session_timeout_and_retries_to_the_modules(playbook):
+    run = playbook("status.yml", "zkrollout_zk_session_timeout=6", "zkrollout_zk_retries=1")
+
+    _assert_ok(run)
+    assert run.custom_stats["zkrollout_state"] == "none"
+
+
+def test_status_playbook_takes_the_connection_from_the_environment_as_an_awx_credential_injects_it(fleet, client, layout, zk, monkeypatch):
+    tree.seed(client, layout, release(service("A", quorum=2), id="from-env"))
+    monkeypatch.setenv("ZKROLLOUT_ZK_HOSTS", zk.hosts)
+    monkeypatch.setenv("ZKROLLOUT_ZK_ROOT", layout.root)
+
+    run = tree.run_playbook("status.yml")
+
+    _assert_ok(run)
+    assert run.task_result("Show hosts x services and the deploy state")["msg"].startswith("rollout from-env: running"), run.stdout
+
+
+@pytest.mark.parametrize("variable, option", [("zkrollout_zk_session_timeout", "zk_session_timeout"), ("zkrollout_zk_retries", "zk_retries")])
+def test_status_playbook_refuses_a_bad_session_timeout_or_retries_naming_the_option(playbook, variable, option):
+    run = playbook("status.yml", "%s=soon" % variable)
+
+    _assert_failed(run)
+    assert option in run.output
+
+
 # control.yml
 def test_control_playbook_pauses_and_resumes_the_rollout(playbook, fleet, client, layout):
     tree.seed(client, layout, _release())
