@@ -16,10 +16,11 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# Collector is re-exported: the collectors subclass it from here, with or without the library.
 try:
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder, generate_latest
-    from prometheus_client.registry import Collector
+    from prometheus_client.registry import Collector  # pylint: disable=unused-import
 
     PROMETHEUS_IMPORT_ERROR = None
 except ImportError as exc:  # reported by require_prometheus_client() where an endpoint is actually needed

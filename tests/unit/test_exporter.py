@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -162,3 +166,36 @@ def test_listen_addresses(listen, expected):
 def test_a_bad_listen_address_is_refused_with_an_example(listen):
     with pytest.raises(ValueError, match="expected address:port, for example 127.0.0.1:9465"):
         parse_listen(listen)
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "zkrollout-fleet.json"
+
+
+def _queries(dashboard):
+    """Every PromQL expression of the dashboard: panel targets and template variable queries."""
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            exprs.append(variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"])
+    return exprs
+
+
+def test_the_dashboard_queries_only_metrics_the_exporter_serves():
+    dashboard = json.loads(DASHBOARD.read_text())
+    text = render(registry_of(FleetCollector(lambda: good_read(fleet(failed=True)))))
+    served = {family.name for family in text_string_to_metric_families(text)}
+    served |= {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    queried = {name for expr in _queries(dashboard) for name in re.findall(r"\bzkrollout_[a-z_]+", expr)}
+    assert queried, "the dashboard queries no zkrollout metric"
+    assert sorted(queried - served) == []
+
+
+def test_the_dashboard_has_the_panels_operators_look_for():
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = {panel["title"] for panel in dashboard["panels"] if panel["type"] != "row"}
+    assert {"Rollout state", "Healthy vs quorum", "Slots held and budget", "Service state", "Versions per host"} <= titles
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+            assert all(target["refId"] for target in panel["targets"]), panel["title"]
