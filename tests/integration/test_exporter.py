@@ -23,9 +23,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
 
 from . import tree
 
+ACL_DEPLOYER, ACL_AGENT, ACL_READER = "deployer:deployer-secret", "agent-h1:h1-secret", "reader:reader-secret"
+ACL_PROFILE = {"deployer": ["digest:" + ACL_DEPLOYER], "agents": ["digest:" + ACL_AGENT], "readers": ["digest:" + ACL_READER]}
 EXPORTER_MODULE = "ansible_collections.zkrollout.dc.plugins.module_utils.controller.exporter"
 SERVING = re.compile(r"serving the tree under \S+ on .* as (?P<url>http://\S+/metrics)")
 
@@ -33,8 +36,8 @@ SERVING = re.compile(r"serving the tree under \S+ on .* as (?P<url>http://\S+/me
 class Exporter(object):
     """One exporter process; ``scrape()`` returns ``{(name, sorted label items): value}``; its log lines are in ``log``."""
 
-    def __init__(self, *options):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    def __init__(self, *options, env=None):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **(env or {}))
         self.process = subprocess.Popen([sys.executable, "-m", EXPORTER_MODULE, "--listen", "127.0.0.1:0", *options],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.log = []
@@ -95,8 +98,8 @@ def exporter():
     """``exporter(*options)``: a started exporter process, stopped (and its clean exit checked) after the test."""
     started = []
 
-    def start(*options):
-        started.append(Exporter(*options))
+    def start(*options, env=None):
+        started.append(Exporter(*options, env=env))
         return started[-1]
 
     yield start
@@ -197,6 +200,22 @@ def test_a_tree_that_does_not_exist_yet_is_exported_as_such(exporter, zk, layout
     assert values[("zkrollout_fleet_up", ())] == 1
     assert values[("zkrollout_fleet_tree_exists", ())] == 0
     assert values[("zkrollout_fleet_rollout_state", (("state", "none"),))] == 1
+
+
+def test_under_the_acl_profile_a_reader_identity_from_the_environment_reads_and_no_identity_reads_nothing(exporter, zk, zk_connect, layout):
+    deployer = zk_connect(zk.hosts, root=layout.root, digest=ACL_DEPLOYER, acl_profile=ACL_PROFILE)
+    agent = zk_connect(zk.hosts, root=layout.root, digest=ACL_AGENT, acl_profile=ACL_PROFILE)
+    tree.seed(deployer, layout, tree.release(tree.service("A", quorum=1), id="r1"))
+    agent.create(layout.slot("A", "h1"), Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h1").to_bytes())
+    reader = exporter("--zk-hosts", zk.hosts, "--zk-root", layout.root, env={"ZKROLLOUT_ZK_DIGEST": ACL_READER})
+    values = reader.scrape()
+    assert values[("zkrollout_fleet_up", ())] == 1
+    assert values[("zkrollout_fleet_service_slots_held", service("A"))] == 1
+    anonymous = exporter("--zk-hosts", zk.hosts, "--zk-root", layout.root)
+    values = anonymous.scrape()
+    assert values[("zkrollout_fleet_up", ())] == 0
+    assert values[("zkrollout_fleet_read_errors_total", ())] == 1
+    assert "failed: NoAuthError" in "".join(anonymous.log)
 
 
 @pytest.mark.timeout(180)

@@ -45,7 +45,7 @@ def _parser():
     parser.add_argument("--min-interval", type=float, default=1.0,
                         help="seconds during which scrapes reuse the last read of the tree (default %(default)s)")
     parser.add_argument("--once", action="store_true", help="read the tree once, print the metrics and exit (1 if the read failed)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     zookeeper = parser.add_argument_group("ZooKeeper (the modules' zk_* options)")
     zookeeper.add_argument("--zk-hosts", default=env("ZKROLLOUT_ZK_HOSTS", "127.0.0.1:2181"),
                            help="host:port list, optionally with a chroot (env ZKROLLOUT_ZK_HOSTS; default %(default)s)")
@@ -75,7 +75,7 @@ def connection_options(args):
 def main(argv=None):
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("zkrollout.exporter")
     logging.getLogger("zkrollout.exporter.kazoo").setLevel(logging.WARNING)
     try:

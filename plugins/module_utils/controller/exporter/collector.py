@@ -177,7 +177,7 @@ class TreeReader(object):
                 snapshot = read_snapshot(self.client, self.layout)
                 report = rollout_report(snapshot)
             except ZK_ERRORS as exc:
-                error = "reading the tree under %s failed: %s" % (self.layout.root, exc.__class__.__name__ if not str(exc) else exc)
+                error = "reading the tree under %s failed: %s%s" % (self.layout.root, exc.__class__.__name__, ": %s" % exc if str(exc) else "")
             except Exception as exc:  # pylint: disable=broad-except
                 # A tree the report cannot make sense of must cost one scrape, not the exporter.
                 self.log.exception("the report of the tree under %s failed", self.layout.root)
