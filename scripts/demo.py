@@ -29,6 +29,9 @@ HOSTS = 6
 SERVICES = {"A": (4, 2, []), "B": ("50%", 1, ["A"]), "C": (4, 2, ["B"])}
 ROOT = "/dc"
 TIMEOUT = 600
+# Each agent serves /metrics on its host's address (docs/metrics.md); the fleet exporter's default address.
+AGENT_METRICS_PORT = 9464
+EXPORTER_LISTEN = "127.0.0.1:9465"
 
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
@@ -92,14 +95,25 @@ def wait_registered(client, tree, deadline):
     raise SystemExit("demo: the agents did not register in time; see %s/h*/state/agent.log" % WORKDIR)
 
 
-def live_view(client, tree, deadline):
-    """Show hosts x services and the deploy state until the rollout ends; redraw in place on a terminal."""
+def where_to_look(environment):
+    """Lines saying where the metrics are while the demo runs: an agent's endpoint and the fleet exporter's command."""
+    first = environment.fleet.hosts[0]
+    return ["metrics: each agent at http://<host address>:%d/metrics (%s: http://%s:%d/metrics); the whole fleet, from another terminal:"
+            % (AGENT_METRICS_PORT, first.name, first.address, AGENT_METRICS_PORT),
+            "  PYTHONPATH=%s %s -m ansible_collections.zkrollout.dc.plugins.module_utils.controller.exporter --zk-hosts %s --zk-root %s "
+            "--listen %s  (then http://%s/metrics; Grafana: docs/grafana/zkrollout-fleet.json)"
+            % (os.path.join(REPO, "build", "collections"), sys.executable, environment.zk_hosts, ROOT, EXPORTER_LISTEN, EXPORTER_LISTEN)]
+
+
+def live_view(client, tree, deadline, footer=()):
+    """Show hosts x services and the deploy state until the rollout ends; redraw in place on a terminal, ``footer`` below."""
     interactive = sys.stdout.isatty()
     last = report = None
     while time.monotonic() < deadline:
         report = rollout_report(reads.read_snapshot(client, tree))
         lines = ["rollout %s: %s (%s)" % ((report["rollout"] or {}).get("id"), report["state"], report["reason"]),
                  "deploy queue: %s" % (" -> ".join(report["deploy_queue"]) or "empty"), ""] + host_lines(report) + [""] + service_lines(report)
+        lines += [""] + list(footer)
         if interactive:
             sys.stdout.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
             sys.stdout.flush()
@@ -129,7 +143,11 @@ def run():
         say("the release is signed with the deployer key %s; every host's agent trusts only its public half"
             % release_signing.private_key_file())
         say("installing the agent on every host over SSH with the role zkrollout.dc.agent")
-        playbook("agents.yml", "-i", environment.inventory_path, "-e", "zkrollout_agent_group=fleet")
+        playbook("agents.yml", "-i", environment.inventory_path, "-e", "zkrollout_agent_group=fleet",
+                 "-e", "zkrollout_agent_metrics_port=%d" % AGENT_METRICS_PORT, "-e", "zkrollout_agent_metrics_bind=0.0.0.0")
+        footer = where_to_look(environment)
+        for line in footer:
+            print(line, flush=True)
         tree = layout.Layout(ROOT)
         with zkclient.session(zkclient.ConnectionOptions(hosts=environment.zk_hosts, timeout=10)) as client:
             wait_registered(client, tree, deadline)
@@ -139,7 +157,7 @@ def run():
                          *connection)
                 say("the playbook has exited; the hosts now upgrade themselves")
                 started = time.monotonic()
-                report = live_view(client, tree, deadline)
+                report = live_view(client, tree, deadline, footer)
                 elapsed = time.monotonic() - started
             playbook("status.yml", *connection)
         say("rollout %s in %.1fs; minimum healthy instances seen by the monitor:" % (report["state"], elapsed))

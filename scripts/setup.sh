@@ -48,10 +48,11 @@ install_venv() {
 
 download_host_wheels() {
   # Test hosts in network namespaces have no route to a package index: the agent role installs
-  # kazoo and cryptography (release signatures) there from this directory, the way an
-  # air-gapped site would. The versions are the pinned ones of requirements/requirements.txt.
+  # kazoo, cryptography (release signatures) and prometheus_client (the metrics endpoint) there
+  # from this directory, the way an air-gapped site would. The versions are the pinned ones of
+  # requirements/requirements.txt.
   local wheels="$build/wheels" package pins=()
-  for package in kazoo cryptography cffi pycparser; do
+  for package in kazoo cryptography cffi pycparser prometheus_client; do
     pins+=("$(grep -i "^$package==" "$repo/requirements/requirements.txt")")
   done
   local stamp="$wheels/.pins" want="${pins[*]}"

@@ -41,9 +41,9 @@ VERSIONS = {"1.0.0": {}, "2.0.0": {}, "3.0.0": {"broken": True}}
 
 
 def ensure_wheels():
-    """The directory with the kazoo and cryptography wheels the hosts install from (they cannot reach a package index)."""
+    """The directory with the kazoo, cryptography and prometheus_client wheels the hosts install from (they cannot reach a package index)."""
     names = os.listdir(WHEEL_DIR) if os.path.isdir(WHEEL_DIR) else []
-    for package in ("kazoo-", "cryptography-"):
+    for package in ("kazoo-", "cryptography-", "prometheus_client-"):
         if not any(name.startswith(package) for name in names):
             raise RuntimeError("no %s wheel in %s for the test hosts; run make setup" % (package.rstrip("-"), WHEEL_DIR))
     return WHEEL_DIR

@@ -16,7 +16,6 @@ import sys
 import time
 
 from .config import ConfigError, load_config
-from .metrics import MetricsServer
 from .runtime import Agent
 
 DEFAULT_CONFIG = "/etc/zkrollout/agent.json"
@@ -55,6 +54,21 @@ def _status(config, as_json):
     return 0
 
 
+def _metrics_unavailable(config, path):
+    """Why the configured metrics endpoint cannot be served; None if it can or none is configured."""
+    if config.metrics_port is None:
+        return None
+    # The metrics modules are imported only here and where the endpoint starts, so an agent
+    # without an endpoint never loads prometheus_client.
+    from ..exposition import MetricsUnavailable, require_prometheus_client  # pylint: disable=import-outside-toplevel
+
+    try:
+        require_prometheus_client("metrics.port in %s" % path)
+    except MetricsUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def main(argv=None):
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="zkrollout-agent", description="Host agent of zkrollout.dc rolling upgrades.")
@@ -68,6 +82,10 @@ def main(argv=None):
         config = load_config(args.config)
     except ConfigError as exc:
         print("zkrollout-agent: %s" % exc, file=sys.stderr)
+        return 2
+    unavailable = _metrics_unavailable(config, args.config) if args.command in ("check", "run") else None
+    if unavailable:
+        print("zkrollout-agent: %s" % unavailable, file=sys.stderr)
         return 2
     if args.command == "check":
         print("%s: valid config for host %s, services %s" % (args.config, config.host, ", ".join(config.service_names)))
@@ -88,8 +106,10 @@ def main(argv=None):
         signal.signal(sig, lambda *_unused: agent.stop())
     metrics = None
     if config.metrics_port is not None and args.command == "run":
-        metrics = MetricsServer(lambda: agent.status, config.metrics_bind, config.metrics_port).start()
-        logging.getLogger("zkrollout.agent").info("metrics on http://%s:%d/metrics", config.metrics_bind, metrics.port)
+        from .metrics import serve_metrics  # pylint: disable=import-outside-toplevel
+
+        metrics = serve_metrics(lambda: agent.status, config.metrics_bind, config.metrics_port)
+        logging.getLogger("zkrollout.agent").info("metrics on %s", metrics.url)
     try:
         agent.run(once=args.command == "once")
     finally:

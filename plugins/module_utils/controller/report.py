@@ -8,6 +8,7 @@ what ``status.yml`` renders; ``verdict`` answers the seed's "ready to roll?" wit
 
 from __future__ import annotations
 
+from ..core.model import ROLLOUT_STATES
 from ..core.plan import upgrade_budget
 from ..core.rules import (
     TERMINAL_STATES,
@@ -23,9 +24,14 @@ from ..core.rules import (
     slot_owner_alive,
 )
 
+# Every word ``verdict`` can answer, for readers that list them all (the exporter's state gauge).
+VERDICTS = ("idle", "done", "halted", "paused", "aborted", "waiting", "blocked", "rolling", "ready")
+# Every state ``overall_state`` can answer: the rollout node's states, or none without one.
+OVERALL_STATES = ("none",) + ROLLOUT_STATES
+
 
 def verdict(snapshot, name):
-    """``(word, reason)`` for one service: done, halted, paused, aborted, waiting, blocked, rolling or ready."""
+    """``(word, reason)`` for one service: one of VERDICTS (idle, done, halted, paused, aborted, waiting, blocked, rolling or ready)."""
     state = snapshot.service(name)
     release = state.release
     if release is None:

@@ -1,8 +1,9 @@
 """Pack the collection's shared core (plugins/module_utils) into one importable zip.
 
 Run on the controller by the role. The zip holds the package ``zkrollout_core``: what ships to hosts (``core``,
-``store`` and ``agent``), never the controller-only ``controller`` sub-package with fixed timestamps and sorted entries, so the same code always gives the
-same bytes: the role then copies one file, and only when the code really changed.
+``store``, ``agent`` and ``exposition.py``), never the controller-only ``controller`` sub-package, with fixed
+timestamps and sorted entries, so the same code always gives the same bytes: the role then copies one file, and
+only when the code really changed.
 
     python3 pack_core.py <module_utils dir> <zip path>
 """
