@@ -228,6 +228,12 @@ class ConnectionOptions(object):
             if value is not None:
                 if name == "acl":
                     value = (value,) if isinstance(value, str) else tuple(value)
+                if name == "acl_profile" and prefix != "zk_":
+                    # Named as the caller's config spells it (the agent's ``acl_profile`` under ``zookeeper``).
+                    try:
+                        value = AclProfile.from_mapping(value, where=(prefix or "zookeeper.") + name)
+                    except AclError as exc:
+                        raise ZkConnectionError(str(exc)) from exc
                 kwargs[name] = value
         return cls(**kwargs)
 
