@@ -91,7 +91,7 @@ def read_tree(plugin, error):
     # The sentences are complete: Ansible would append the chained cause's message a second time.
     except (ZkConnectionError, LayoutError) as exc:
         raise error("%s: %s" % (plugin.ansible_name, exc)) from None
-    except ZK_ERRORS as exc:
+    except ZK_ERRORS as exc:  # pylint: disable=catching-non-exception
         raise error("%s: reading the rollout tree %s on %s failed: %s%s; check that the session's identity (zk_digest, or the client "
                     "certificate) may read it (see docs/security.md)"
                     % (plugin.ansible_name, options.root, options.describe(), exc.__class__.__name__, " (%s)" % exc if str(exc) else "")) from None

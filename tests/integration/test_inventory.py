@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kazoo.security import make_digest_acl
 
 from . import tree
 from .tree import FakeFleet, release, service
@@ -222,6 +223,18 @@ def test_an_unreachable_zookeeper_fails_the_source_naming_zk_hosts(source):
     assert completed.returncode != 0, completed.stdout
     stderr = " ".join(completed.stderr.split())
     assert "cannot connect to ZooKeeper at 127.0.0.1:1" in stderr and "check zk_hosts" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_tree_the_session_may_not_read_fails_the_source_naming_the_tree_and_what_to_check(source, client, layout):
+    client.create(layout.root, b"")
+    client.create(layout.roster, b"", acl=[make_digest_acl("deployer", "secret", all=True)])
+
+    completed = _run("ansible-inventory", "-i", source(), "--list")
+
+    assert completed.returncode != 0, completed.stdout
+    stderr = " ".join(completed.stderr.split())
+    assert "reading the rollout tree %s" % layout.root in stderr and "NoAuthError" in stderr and "zk_digest" in stderr, stderr
     assert "Traceback" not in stderr
 
 
