@@ -99,7 +99,13 @@ from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import rollout_report, rollout_summary, service_summary
-from ansible_collections.zkrollout.dc.plugins.plugin_utils.zookeeper import CONNECTION_OPTIONS, play_connection_variables, read_tree, settings_problems
+from ansible_collections.zkrollout.dc.plugins.plugin_utils.zookeeper import (
+    CONNECTION_OPTIONS,
+    PLAY_VARIABLE_PREFIX,
+    play_connection_variables,
+    read_tree,
+    settings_problems,
+)
 
 display = Display()
 
@@ -108,10 +114,11 @@ class LookupModule(LookupBase):
     """The rollout summary, or the state of the services named, from one read of the tree."""
 
     def run(self, terms, variables=None, **kwargs):
-        problems = settings_problems(kwargs, CONNECTION_OPTIONS)
+        play_variables = play_connection_variables(variables, self._templar)
+        problems = settings_problems(kwargs, CONNECTION_OPTIONS) + settings_problems(play_variables, CONNECTION_OPTIONS, PLAY_VARIABLE_PREFIX)
         if problems:
             raise AnsibleLookupError("%s: %s" % (self.ansible_name, "; ".join(problems)))
-        self.set_options(var_options=play_connection_variables(variables, self._templar), direct=kwargs)
+        self.set_options(var_options=play_variables, direct=kwargs)
         for name in terms:
             if not isinstance(name, str) or not name:
                 raise AnsibleLookupError("%s: a term must be the name of a service, got %r" % (self.ansible_name, name))

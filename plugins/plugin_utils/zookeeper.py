@@ -33,24 +33,25 @@ CONNECTION_OPTIONS = (
     "zk_digest",
     "zk_sasl",
 )
-
-
 BOOLEAN_OPTIONS = ("zk_tls", "zk_verify_certs", "zk_check_hostname")
+PLAY_VARIABLE_PREFIX = "zkrollout_"
 
 
-def settings_problems(given, known):
+def settings_problems(given, known, prefix=""):
     """Sentences naming each setting of ``given`` that is not in ``known``, or that is not a clear boolean where one is due.
 
+    The keys of ``given`` are ``prefix`` and an option's name (``zkrollout_`` for play variables).
     Ansible ignores unknown settings and reads any unknown word as false, so a typo such as
     ``zk_host`` or ``zk_tls: ture`` would silently connect elsewhere, or without TLS.
     """
-    problems = ["unknown option %s (the options are %s)" % (name, ", ".join(sorted(known))) for name in sorted(set(given) - set(known))]
-    for name in BOOLEAN_OPTIONS:
-        try:
-            if name in given:
+    names = {prefix + option for option in known}
+    problems = ["unknown option %s (the options are %s)" % (name, ", ".join(sorted(names))) for name in sorted(set(given) - names)]
+    for name in (prefix + option for option in BOOLEAN_OPTIONS):
+        if name in given:
+            try:
                 boolean(given[name], strict=True)
-        except TypeError:
-            problems.append("%s must be true or false, got %r" % (name, given[name]))
+            except TypeError:
+                problems.append("%s must be true or false, got %r" % (name, given[name]))
     return problems
 
 
@@ -60,7 +61,7 @@ def play_connection_variables(variables, templar):
     A lookup receives the task's variables as written; a variable set to a template (``"{{ zk }}"``)
     would reach the option, and its type check, unrendered.
     """
-    names = ["zkrollout_" + option for option in CONNECTION_OPTIONS]
+    names = [PLAY_VARIABLE_PREFIX + option for option in CONNECTION_OPTIONS]
     return {name: templar.template(variables[name]) for name in names if name in (variables or {})}
 
 
@@ -92,6 +93,6 @@ def read_tree(plugin, error):
     except (ZkConnectionError, LayoutError) as exc:
         raise error("%s: %s" % (plugin.ansible_name, exc)) from None
     except ZK_ERRORS as exc:  # pylint: disable=catching-non-exception
-        raise error("%s: reading the rollout tree %s on %s failed: %s%s; check that the session's identity (zk_digest, or the client "
-                    "certificate) may read it (see docs/security.md)"
+        raise error("%s: reading the rollout tree %s on %s failed: %s%s; check that ZooKeeper is up and that the session's "
+                    "identity (zk_digest, or the client certificate) may read the tree (see docs/security.md)"
                     % (plugin.ansible_name, options.root, options.describe(), exc.__class__.__name__, " (%s)" % exc if str(exc) else "")) from None

@@ -132,6 +132,12 @@ def test_the_playbooks_connection_variables_set_the_connection_and_may_be_templa
     assert _value(run, "summary") == "r1"
 
 
+def test_a_connection_variable_that_is_not_a_clear_boolean_fails_the_task_naming_it(rolling, play):
+    output = _failure(play([_show("bad", "lookup('zkrollout.dc.rollout')")], play_vars={"zkrollout_zk_tls": "ture"}))
+
+    assert "zkrollout_zk_tls must be true or false, got 'ture'" in output, output
+
+
 def test_lookup_options_override_the_environment(rolling, play, zk, zk_root):
     run = play([_show("summary", "lookup('zkrollout.dc.rollout', zk_hosts=zk_address, zk_root=%r).id" % zk_root)],
                play_vars={"zk_address": zk.hosts}, env={"ZKROLLOUT_ZK_HOSTS": "127.0.0.1:1", "ZKROLLOUT_ZK_ROOT": "/elsewhere"})
