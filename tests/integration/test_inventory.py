@@ -143,6 +143,16 @@ def test_compose_groups_and_keyed_groups_work_on_the_host_variables(rolling, sou
     assert listing["groups"]["a_offline"] == ["h3"]
 
 
+def test_strict_makes_a_compose_expression_that_fails_on_a_host_an_error_instead_of_a_skipped_variable(rolling, source):
+    settings = {"compose": {"nope_version": "zkrollout_services.nope.version"}}
+
+    lenient = inventory_list(source(**settings))
+    strict = _run("ansible-inventory", "-i", source(strict=True, **settings), "--list")
+
+    assert all("nope_version" not in variables for variables in lenient["hosts"].values())
+    assert strict.returncode != 0 and "Could not set nope_version" in " ".join(strict.stderr.split()), strict.stderr
+
+
 def test_a_version_with_characters_invalid_in_group_names_gets_a_valid_group_name(fleet, source):
     fleet.join("h1", {"web": "1.2.3+build-7"})
 
