@@ -196,3 +196,50 @@ def rollout_report(snapshot):
         },
         "problems": list(snapshot.problems),
     }
+
+
+def service_summary(report, name):
+    """What a template asks about one service of ``rollout_report``'s result: its state, target, health, quorum, versions, slots, failures.
+
+    ``state`` is the service's verdict word (done, halted, paused, aborted, waiting, blocked,
+    rolling, ready or idle); ``versions`` maps each of its hosts to the version it runs (None
+    while it is not registered).
+    """
+    service = report["services"][name]
+    return {
+        "service": name,
+        "state": service["verdict"],
+        "reason": service["reason"],
+        "target": service["target"],
+        "complete": service["complete"],
+        "healthy": service["healthy"],
+        "quorum": service["quorum_resolved"],
+        "max_parallel": service["max_parallel"],
+        "budget": service["budget"],
+        "versions": {host: report["hosts"][host][name]["version"] for host in service["hosts"]},
+        "ready_queue": service["ready_queue"],
+        "slots": service["slots"],
+        "failures": service["failures"],
+    }
+
+
+def rollout_summary(report):
+    """What a template asks about the whole rollout of ``rollout_report``'s result.
+
+    Its id, state and reason, the services still to roll (head first), progress, and per
+    service the state, reason, target and completion of ``service_summary``.
+    """
+    rollout = report["rollout"]
+    return {
+        "id": rollout["id"] if rollout else None,
+        "state": report["state"],
+        "reason": report["reason"],
+        "deploy_queue": report["deploy_queue"],
+        "services_in_order": report["services_in_order"],
+        "services": {
+            name: {key: summary[key] for key in ("state", "reason", "target", "complete")}
+            for name, summary in ((name, service_summary(report, name)) for name in sorted(report["services"]))
+        },
+        "progress": report["progress"],
+        "problems": report["problems"],
+    }
