@@ -233,3 +233,15 @@ def test_a_host_parent_is_the_hosts_only_if_nobody_else_may_add_or_remove_its_ch
         assert refusal is None
     else:
         assert refused in refusal and "own identity" in refusal and "secret" not in refusal
+
+
+def test_with_world_read_an_acl_lists_only_who_may_do_more_than_read():
+    agents = ["digest:h%d:secret" % i for i in range(1, 1001)]
+    profile = AclProfile.from_mapping({"deployer": [DEPLOYER], "agents": agents, "readers": ["world:anyone"]})
+
+    assert {(scheme, ident): perms for perms, scheme, ident in profile.acl(kinds.RELEASE)} == {DEPLOYER_ID: "rwcda", ("world", "anyone"): "r"}
+    assert len(profile.acl(kinds.CURRENT_SERVICE)) == 1002
+    assert {(scheme, ident): perms for perms, scheme, ident in profile.acl(kinds.HOST, "h7")} == {
+        DEPLOYER_ID: "rwcda", ("digest", digest_id("h7", "secret")): "rcd", ("world", "anyone"): "r"}
+    assert {(scheme, ident): perms for perms, scheme, ident in profile.acl(kinds.REGISTRATION)} == {
+        DEPLOYER_ID: "rwcda", CREATOR: "rwcda", ("world", "anyone"): "r"}

@@ -11,10 +11,9 @@ or not at all, even if the controller dies, and a concurrent writer makes it fai
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.model import (
     DEFAULT_JUTE_MAXBUFFER,
@@ -31,7 +30,7 @@ from ..core.model import (
 )
 from ..core.plan import PlanError, check_service, deploy_order, plan_release
 from ..core.rules import slot_owner_alive
-from ..store.commits import commit, missing_containers, transaction_bytes
+from ..store.commits import commit, create_parents, missing_containers, missing_host_parents, transaction_bytes
 from ..store.reads import read_snapshot
 from .report import overall_state, rollout_report
 
@@ -63,11 +62,12 @@ class Change(object):
     message: str = ""
     warnings: tuple = ()
     result: dict = field(default_factory=dict)
+    parents: tuple = ()
 
     @property
     def changed(self):
         """True when committing would change the tree."""
-        return bool(self.ops)
+        return bool(self.ops or self.parents)
 
     @property
     def diff(self):
@@ -134,11 +134,16 @@ def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempt
     for attempt in range(attempts):
         snapshot = read_snapshot(client, layout)
         change = planner(snapshot, missing_containers(client, layout))
+        parents = missing_host_parents(client, layout)
+        if parents:
+            change = replace(change, parents=tuple(parents), message="%s; created the own parents of %s" % (
+                change.message, ", ".join(path.rsplit("/", 1)[1] for path in parents)))
         check_writes(client, layout, change.ops, acl, max_request_bytes)
         if check_mode or not change.changed:
             return change
         try:
             apply(client, change, acl)
+            create_parents(client, change.parents)
             return change
         except WriteRefused:
             if attempt == attempts - 1:
@@ -200,7 +205,7 @@ def new_rollout_id(spec_hash, now):
 
 
 def _unsigned(entry):
-    return entry if entry is None else dataclasses.replace(entry, signature=None)
+    return entry if entry is None else replace(entry, signature=None)
 
 
 def _resign_ops(snapshot, layout, entry):
@@ -233,14 +238,10 @@ def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None, sig
         resigned = [entry for entry in wanted if entry.signature is not None and staged[entry.service] not in (None, entry)
                     and _unsigned(staged[entry.service]) == _unsigned(entry)]
         ops = [op for entry in resigned for op in _resign_ops(snapshot, layout, entry)] + [Op("create", path) for path in repairs]
-        # Under an ACL profile, a re-run gives hosts added to the profile since their own parents (layout.host).
-        parents = [path for path in missing if path.startswith(layout.hosts + "/")]
-        ops += [Op("create", path) for path in parents]
         notes = (["repaired the missing sub-trees %s" % ", ".join(repairs)] if repairs else []) + (
-            ["signed %s with key %s" % (", ".join(entry.service for entry in resigned), resigned[0].signature.key)] if resigned else []) + (
-            ["created the own parents of %s" % ", ".join(path.rsplit("/", 1)[1] for path in parents)] if parents else [])
+            ["signed %s with key %s" % (", ".join(entry.service for entry in resigned), resigned[0].signature.key)] if resigned else [])
         after = dict(before, staging=dict(before.get("staging", {}), **{entry.service: entry.to_dict() for entry in resigned})) if resigned else before
-        return Change(ops=tuple(_ensure_containers([path for path in missing if path not in parents]) + ops) if ops else (),
+        return Change(ops=tuple(_ensure_containers(missing) + ops) if ops else (),
                       before=before, after=after, message="rollout %s already seeded with this release%s" % (
                           current.id, "".join("; " + note for note in notes)),
                       warnings=plan.warnings, result={"rollout_id": current.id, "deploy_order": list(plan.order)})

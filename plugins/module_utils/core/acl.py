@@ -264,4 +264,13 @@ class AclProfile(object):
                     granted[key] += rule.owner
         if rule.creator:
             granted[(CREATOR_SCHEME, CREATOR_ID)] = rule.creator
+        if self.world_reads:
+            # world:anyone reads already: an entry that adds nothing but read is left out, so an ACL
+            # does not list every agent of the fleet (each create would carry N identities).
+            granted = {key: perms for key, perms in granted.items() if set(perms) - set(READ) or key == ("world", "anyone")}
         return [("".join(p for p in PERMISSIONS if p in perms), scheme, ident) for (scheme, ident), perms in granted.items()]
+
+    @property
+    def world_reads(self):
+        """True when ``world:anyone`` is among the readers: then nobody needs a read entry of their own."""
+        return any((identity.scheme, identity.id) == ("world", "anyone") for identity in self.readers)

@@ -10,19 +10,35 @@ all, and every delete and set is checked against the version that was read.
 
 from __future__ import annotations
 
-from .client import NoNodeError, RolledBackError, profile_of, request_bytes
+from .client import NodeExistsError, NoNodeError, RolledBackError, profile_of, request_bytes
 
 
 def missing_containers(client, layout):
-    """Persistent parents of the tree that do not exist yet, top-down (one pipelined round trip).
+    """Persistent parents of the tree that do not exist yet, top-down (one pipelined round trip)."""
+    pending = [(path, client.exists_async(path)) for path in layout.containers()]
+    return [path for path, result in pending if result.get() is None]
 
-    Under an ACL profile they include the own parent (``layout.host``) of every host an agent
-    identity of the profile is named after: only the deployer creates those.
+
+def missing_host_parents(client, layout):
+    """Under an ACL profile, the own parents (``layout.host``) of the hosts its agent identities are named after that do not exist yet.
+
+    Only the deployer creates them. They are not part of a planned transaction: a fleet's worth
+    of them would not fit one request, and each is created once, whatever else a run writes.
     """
     profile = profile_of(client)
-    hosts = [layout.host(host) for host in profile.host_names()] if profile is not None else []
-    pending = [(path, client.exists_async(path)) for path in layout.containers() + hosts]
+    if profile is None:
+        return []
+    pending = [(path, client.exists_async(path)) for path in (layout.host(host) for host in profile.host_names())]
     return [path for path, result in pending if result.get() is None]
+
+
+def create_parents(client, paths):
+    """Create the persistent nodes ``paths`` (and what lies above them), pipelined; one already there is fine."""
+    for path, answer in [(path, client.create_async(path, b"", makepath=True)) for path in paths]:
+        try:
+            answer.get()
+        except NodeExistsError:
+            pass
 
 
 def _transaction(client, ops, acl):
