@@ -34,7 +34,7 @@ def missing_host_parents(client, layout):
 
 def create_parents(client, paths):
     """Create the persistent nodes ``paths`` (and what lies above them), pipelined; one already there is fine."""
-    for path, answer in [(path, client.create_async(path, b"", makepath=True)) for path in paths]:
+    for answer in [client.create_async(path, b"", makepath=True) for path in paths]:
         try:
             answer.get()
         except NodeExistsError:
