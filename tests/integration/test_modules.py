@@ -544,6 +544,20 @@ def test_pause_in_check_mode_writes_nothing(zkrollout, fleet, client, layout, tr
     assert result["changed"] is True, result
     assert (result["diff"]["before"]["rollout"]["state"], result["diff"]["after"]["rollout"]["state"]) == ("running", "paused")
     _assert_unchanged(tree_view, before, result)
+    # Only what the pause changes differs: not the 'updated' time it also rewrites.
+    was, now = result["diff"]["before"]["rollout"], result["diff"]["after"]["rollout"]
+    assert sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name)) == ["reason", "state"], result["diff"]
+
+
+def test_the_seeding_diff_leaves_out_the_rollout_times_and_the_signature_bytes(zkrollout, fleet):
+    _three_hosts(fleet)
+
+    result = zkrollout("rollout", check_mode=True, diff=True, release=_abc_release(id="r1"))
+
+    after = result["diff"]["after"]
+    assert not {"created", "updated"} & set(after["rollout"]), after["rollout"]
+    assert (after["rollout"]["by"], after["rollout"]["services"]) == ("ansible", ["A", "B", "C"])
+    assert all(set(entry["signature"]) == {"key"} and len(entry["signature"]["key"]) == 16 for entry in after["staging"].values()), after
 
 
 def test_an_aborted_rollout_cannot_be_resumed(zkrollout, fleet, client, layout, tree_view):
