@@ -59,6 +59,18 @@ def signing_argument_spec():
 SIGNING_MUTUALLY_EXCLUSIVE = [("signing_key", "signing_key_content")]
 
 
+def given(value):
+    """``value`` as the user wrote it: the keys that suboptions add as None when absent are dropped, at every level.
+
+    So the core's own defaults and "field is missing" errors apply, not None values.
+    """
+    if isinstance(value, dict):
+        return {key: given(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [given(item) for item in value]
+    return value
+
+
 def wait_argument_spec():
     """Argument spec of the options every waiting module shares (documented by the ``zkrollout.dc.wait`` fragment)."""
     return dict(
