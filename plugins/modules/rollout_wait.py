@@ -29,10 +29,12 @@ options:
     default: true
   round_timeout:
     description:
-      - Wait one round only: return at the first change seen, or after this many seconds, with
+      - Wait one round only, which returns at the first change seen, or after this many seconds, with
         RV(finished=false) and a RV(cursor) to continue the wait with O(since).
-      - For playbooks that run the rounds themselves (for example with C(until)); the action
-        plugin already does so when O(progress=true).
+      - For plays that run the rounds themselves (for example one round per included task file,
+        each passing on the previous round's RV(cursor)); the action plugin already does so when
+        O(progress=true). An C(until) loop cannot pass the cursor on, since a task's options are set
+        once for all its retries.
     type: float
   since:
     description:
@@ -47,7 +49,8 @@ notes:
     round's new lines on the controller's display as they arrive. That display is the same one the
     default callback writes to, and ansible-runner (AWX, Tower, ansible-navigator) records it as
     job output events, so no callback plugin has to be enabled and no C(until) loop written.
-  - Each line reads C(<seconds since the wait began> <what changed>), for example
+  - >-
+    Each line reads C(<seconds since the wait began> <what changed>), for example
     C(12.3s A on h1: upgrading 1.0.0 -> online 2.0.0). The task's RV(events) repeats all of them.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -69,14 +72,16 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     var: waited.events
 
-- name: Run the rounds yourself, one task result per change
+- name: Wait one round (until the first change, at most 30 seconds)
   zkrollout.dc.rollout_wait:
     round_timeout: 30
-    since: "{{ round.cursor | default(omit) }}"
-  register: round
-  until: round.finished
-  retries: 1000
-  delay: 0
+  register: first_round
+
+- name: Wait another round, reporting only what changed after the first
+  zkrollout.dc.rollout_wait:
+    round_timeout: 30
+    since: "{{ first_round.cursor }}"
+  when: not first_round.finished
 """
 
 RETURN = r"""

@@ -334,6 +334,10 @@ BAD_RELEASES = {
         release(service("A", max_parallel=0)),
         ["services[0] (A)", "'max_parallel'", "expected an integer >= 1"],
     ),
+    "unknown-service-field": (
+        release(service("A", colour="blue")),
+        ["Unsupported parameters", "release.services.colour"],
+    ),
 }
 
 

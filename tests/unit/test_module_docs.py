@@ -37,7 +37,7 @@ def test_no_release_option_is_a_field_only_the_module_writes():
 
 
 def test_given_drops_the_absent_suboptions_at_every_level_and_keeps_false_and_empty_values():
-    shaped = {"id": None, "parallel": False, "services": [{"name": "A", "depends_on": [], "max_parallel": None,
-                                                            "artifact": {"url": "u", "sha256": None}}]}
+    service = {"name": "A", "depends_on": [], "max_parallel": None, "artifact": {"url": "u", "sha256": None}}
+    shaped = {"id": None, "parallel": False, "services": [service]}
 
     assert given(shaped) == {"parallel": False, "services": [{"name": "A", "depends_on": [], "artifact": {"url": "u"}}]}
