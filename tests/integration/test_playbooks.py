@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+import ansible_runner
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
@@ -197,6 +198,32 @@ def test_rollout_playbook_prints_each_change_while_it_waits(streamed_playbook, f
     assert shown_at < stream.ended_at
     assert stream.wait_for_line(lambda line: "rollout_wait [localhost] " in line and "B: done (all 3 online hosts run 2.0.0)" in line)
     assert run.custom_stats["zkrollout_state"] == "done"
+
+
+def test_rollout_playbook_run_as_awx_runs_it_emits_each_change_as_a_job_event_while_it_waits(zk, zk_root, fleet, tmp_path):
+    # ansible-runner is what AWX, Tower and ansible-navigator run playbooks with: a job's output
+    # is its stream of events, and each change must be one while the playbook still runs.
+    events = tree.RunnerEvents()
+    extravars = {"zkrollout_zk_hosts": zk.hosts, "zkrollout_zk_root": zk_root, "zkrollout_release": _release(),
+                 "zkrollout_wait": True, "zkrollout_wait_timeout": 60}
+    (tmp_path / "runner").mkdir()
+    thread, runner = ansible_runner.run_async(private_data_dir=str(tmp_path / "runner"), playbook=str(tree.PLAYBOOKS / "rollout.yml"),
+                                              extravars=extravars, envvars=tree.playbook_environment(), event_handler=events.add,
+                                              quiet=True)
+    try:
+        events.wait_for(lambda event: event["event"] == "verbose" and "rollout_wait [localhost] " in event["stdout"]
+                        and " rollout running: " in event["stdout"])
+        fleet.upgrade("A", "h1", "2.0.0")
+        shown = events.wait_for(lambda event: "rollout_wait [localhost] " in event.get("stdout", "") and "A on h1: " in event["stdout"]
+                                and event["stdout"].endswith("online 2.0.0"))
+        assert not events.seen("playbook_on_stats"), "the change was an event only after the playbook ended"
+        fleet.roll_out(pause=0.05)
+    finally:
+        thread.join(120)
+
+    assert runner.status == "successful", events.stdout()
+    assert shown["event"] == "verbose", shown
+    assert events.seen("playbook_on_stats")
 
 
 def test_rollout_playbook_fails_a_stalled_rollout_at_the_progress_deadline_naming_what_waits(playbook, fleet):

@@ -501,6 +501,44 @@ def streamed_playbook(playbook, extra_vars=(), options=()):
         process.wait(30)
 
 
+class RunnerEvents(object):
+    """The job events of an ansible-runner run, collected as they arrive (its ``event_handler``)."""
+
+    def __init__(self):
+        self.events = []
+        self._arrived = threading.Condition()
+
+    def add(self, event):
+        """ansible-runner's event handler: keep ``event``; returning True lets runner keep it too."""
+        with self._arrived:
+            self.events.append(event)
+            self._arrived.notify_all()
+        return True
+
+    def seen(self, kind):
+        """Whether an event of ``kind`` (such as ``playbook_on_stats``) has arrived."""
+        with self._arrived:
+            return any(event.get("event") == kind for event in self.events)
+
+    def stdout(self):
+        """The job's output so far, as AWX shows it: the events' stdout in order."""
+        with self._arrived:
+            return "\n".join(event.get("stdout", "") for event in self.events if event.get("stdout"))
+
+    def wait_for(self, predicate, timeout=30.0):
+        """The first event that ``predicate(event)`` accepts; fails if the run ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                if any(event.get("event") == "playbook_on_stats" for event in self.events):
+                    raise AssertionError("the job ended without the event awaited:\n%s" % self.stdout())
+                if not self._arrived.wait(max(0.0, deadline - time.monotonic())) and time.monotonic() >= deadline:
+                    raise AssertionError("no such event within %.0fs; the job printed:\n%s" % (timeout, self.stdout()))
+
+
 def explain_rollout(report):
     """``report()``'s rollout report trimmed to what explains a stuck rollout, as JSON text."""
     try:
