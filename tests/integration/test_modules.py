@@ -21,6 +21,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import La
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
+from ansible_collections.zkrollout.dc.tests.bed.zookeeper import LOOPBACK, free_ports
 
 from . import tree
 from .tree import FakeFleet, release, service
@@ -750,3 +751,16 @@ def test_a_malformed_failure_record_halts_its_service_in_the_report_and_is_named
     assert "failure record is malformed" in info["services"]["A"]["reason"]
     assert info["services"]["A"]["failures"] == {"h2": {"malformed": True}}
     assert any(layout.failure("A", "h2") in problem for problem in info["problems"]), info["problems"]
+
+
+# Connecting.
+def test_a_module_against_servers_that_all_refuse_fails_at_once_naming_each_refusal(zkrollout):
+    closed = ["%s:%d" % (LOOPBACK, port) for port in free_ports(2)]
+    started = time.monotonic()
+
+    result = zkrollout("rollout_info", zk_hosts=",".join(closed), zk_timeout=30)
+
+    assert result.get("failed") is True, result
+    assert time.monotonic() - started < 10, "the task waited %.0fs for servers that refuse" % (time.monotonic() - started)
+    assert result["msg"].startswith("cannot connect to ZooKeeper at %s: no server accepts TCP connections (%s refused the connection; "
+                                    "%s refused the connection)" % (",".join(closed), closed[0], closed[1])), result["msg"]
