@@ -41,6 +41,14 @@ def test_going_offline_and_coming_back_on_the_same_version_is_no_switch():
     assert not host_switched(None, offline)
 
 
+def test_coming_back_from_offline_on_another_version_is_a_switch():
+    online = seen_state(_report({"h1": {"A": _cell("online", "1.0.0")}}))
+    offline = seen_state(_report({"h1": {"A": _cell("offline", None)}}), online)
+
+    assert offline["hosts"]["h1"]["A"]["ran"] == "1.0.0"
+    assert host_switched(offline, _report({"h1": {"A": _cell("online", "2.0.0")}}))
+
+
 def test_events_against_a_cursor_name_only_what_changed_after_it():
     before = seen_state(_report({"h1": {"A": _cell("online", "1.0.0")}, "h2": {"A": _cell("online", "1.0.0")}}))
     after = _report({"h1": {"A": _cell("online", "2.0.0")}, "h2": {"A": _cell("online", "1.0.0")}})

@@ -29,12 +29,16 @@ class WaitError(ValueError):
     """A wait option (such as a cursor) that cannot be used; the message names it."""
 
 
-def seen_state(report):
-    """What a cursor remembers of a rollout report: just what ``progress_events`` compares."""
+def seen_state(report, previous=None):
+    """What a cursor remembers of a rollout report: what ``progress_events`` compares, and per instance
+    the version it last ran (``ran``), kept from ``previous`` while the host is seen without one (offline)."""
+    known = (previous or {}).get("hosts", {})
     return {
         "state": report["state"],
         "deploy_queue": list(report["deploy_queue"]),
-        "hosts": {host: {service: {"state": now["state"], "version": now["version"]} for service, now in row.items()}
+        "hosts": {host: {service: {"state": now["state"], "version": now["version"],
+                                   "ran": now["version"] or known.get(host, {}).get(service, {}).get("ran")}
+                         for service, now in row.items()}
                   for host, row in report["hosts"].items()},
         "services": {service: {"verdict": now["verdict"]} for service, now in report["services"].items()},
     }
@@ -63,10 +67,10 @@ def progress_events(previous, report, elapsed):
 
 
 def host_switched(previous, report):
-    """True when some host started or ended a switch, or runs another version, since ``previous``.
+    """True when some host started or ended a switch, or runs another version than it last ran, since ``previous``.
 
-    A host that only went offline or came back on the same version did not switch: that is no
-    progress of the rollout.
+    A host that only went offline or came back on the version it ran did not switch: that is no
+    progress of the rollout. A host seen offline between two versions did.
     """
     if previous is None:
         return False
@@ -77,7 +81,8 @@ def host_switched(previous, report):
                 continue
             if (was["state"] == "upgrading") != (now["state"] == "upgrading"):
                 return True
-            if None not in (was["version"], now["version"]) and was["version"] != now["version"]:
+            ran = was.get("ran") or was["version"]
+            if None not in (ran, now["version"]) and ran != now["version"]:
                 return True
     return False
 
@@ -201,7 +206,7 @@ def wait_for_rollout(client, layout, timeout, tick=30.0, progress_deadline=None,
             switched = now
         changes = progress_events(previous, report, now - started)
         events.extend(changes)
-        previous = seen_state(report)
+        previous = seen_state(report, previous)
         cursor = WaitCursor(rollout=_rollout_id(report), started=started, switched=switched, seen=previous)
         outcome = dict(report=report, events=events, elapsed=round(now - started, 3), cursor=cursor)
         if report["state"] in TERMINAL_STATES or report["state"] == "none":

@@ -419,7 +419,13 @@ def connect(options, logger=None):
     """
     require_kazoo()
     if options.connection_retries >= 0:
-        unreachable = [outcome for outcome in probe_servers(options.servers, min(options.timeout, 2.0)) if outcome[2] is not None]
+        unreachable = []
+        for server in options.servers:
+            # One server that accepts is enough for kazoo to try; the rest need not be waited on.
+            outcome = probe_servers([server], min(options.timeout, 2.0))[0]
+            if outcome[2] is None:
+                break
+            unreachable.append(outcome)
         if len(unreachable) == len(options.servers):
             raise ZkConnectionError(
                 "cannot connect to ZooKeeper at %s: no server accepts TCP connections (%s); check zk_hosts and that ZooKeeper "
