@@ -51,7 +51,7 @@ notes:
     job output events, so no callback plugin has to be enabled and no C(until) loop written.
   - >-
     Each line reads C(<seconds since the wait began> <what changed>), for example
-    C(12.3s A on h1: upgrading 1.0.0 -> online 2.0.0). The task's RV(events) repeats all of them.
+    C(12.3s A on h1: upgrading -> online 2.0.0). The task's RV(events) repeats all of them.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zkrollout.dc.attributes.info_module
@@ -115,7 +115,7 @@ events:
   returned: always
   type: list
   elements: str
-  sample: ["    4.2s A on h1: online 1.0.0 -> upgrading 1.0.0"]
+  sample: ["    4.2s A on h1: online 1.0.0 -> upgrading", "    9.8s A on h1: upgrading -> online 2.0.0"]
 cursor:
   description: Where the wait stands, to pass as O(since) to the next round. Its content is not an interface.
   returned: always

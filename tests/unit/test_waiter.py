@@ -56,6 +56,12 @@ def test_events_against_a_cursor_name_only_what_changed_after_it():
     assert progress_events(before, after, 12.34) == ["   12.3s A on h1: online 1.0.0 -> online 2.0.0"]
 
 
+def test_an_instance_without_a_version_is_shown_by_its_state_alone():
+    before = seen_state(_report({"h1": {"A": _cell("online", "1.0.0")}}))
+
+    assert progress_events(before, _report({"h1": {"A": _cell("upgrading", None)}}), 1.0) == ["    1.0s A on h1: online 1.0.0 -> upgrading"]
+
+
 def test_a_cursor_survives_its_round_trip_through_a_task_result():
     cursor = WaitCursor(rollout="r1", started=100.0, switched=130.5, seen=seen_state(_report({"h1": {"A": _cell("online", "1.0.0")}})))
 

@@ -57,13 +57,17 @@ def progress_events(previous, report, elapsed):
         for service, now in sorted(row.items()):
             was = before_row.get(service, {})
             if (was.get("state"), was.get("version")) != (now["state"], now["version"]):
-                events.append("%s %s on %s: %s %s -> %s %s" % (
-                    stamp, service, host, was.get("state", "unknown"), was.get("version") or "", now["state"], now["version"] or ""))
+                events.append("%s %s on %s: %s -> %s" % (
+                    stamp, service, host, _instance(was.get("state", "unknown"), was.get("version")), _instance(now["state"], now["version"])))
     for service, now in sorted(report["services"].items()):
         was = previous["services"].get(service, {})
         if was.get("verdict") != now["verdict"]:
             events.append("%s %s: %s (%s)" % (stamp, service, now["verdict"], now["reason"]))
     return events
+
+
+def _instance(state, version):
+    return "%s %s" % (state, version) if version else state
 
 
 def host_switched(previous, report):
