@@ -23,14 +23,8 @@ options:
   release:
     description:
       - The release, usually the C(zkrollout_release) variable. Required when O(state=present).
-      - C(id) (optional, generated when absent), C(parallel) (optional; V(true) lets services
-        without a dependency path between them roll at the same time) and C(services), a list of
-        mappings with C(name), C(version), C(artifact) (C(url) with scheme http, https or file,
-        and C(sha256)), C(quorum) (integer, or a percentage string such as V(66%)), and optional
-        C(max_parallel) (default 1), C(on_failure) (V(halt) or V(rollback)) and C(depends_on).
-      - An http or https URL names a host and holds no user or password (agents take credentials
-        from their own config or a netrc); a file URL names an absolute path and no other host than
-        localhost; no URL has C(.) or C(..) path segments, percent-encoded or not, or backslashes.
+      - The module validates every field (the rules below) before anything is written; a bad
+        value fails the task naming the service, the field and the value.
       - Pass the release as data. Ansible renders templates in strings it trusts (playbooks,
         inventory, vars files and extra vars) before the module sees them, so a template hidden in a
         version or URL would run on the controller. The P(zkrollout.dc.verbatim#lookup) lookup passes
@@ -39,7 +33,63 @@ options:
         P(ansible.builtin.from_yaml#filter) filter reads a release file as data (lookup results are
         never trusted as templates); a release tagged C(!unsafe) in YAML is data too. See the examples;
         C(playbooks/rollout.yml) uses the first.
+      - What the module adds to each service's entry (the rollout id, the signature of
+        O(signing_key)) is not part of the release.
     type: dict
+    suboptions:
+      id:
+        description:
+          - Id of the rollout; generated from the time and the release when absent.
+          - Letters, digits, C(.), C(_), C(:), C(+) and C(-), starting with a letter or digit, at most 128 characters.
+        type: str
+      parallel:
+        description:
+          - V(true) lets services without a dependency path between them roll at the same time.
+          - Default V(false), one service after the other in the deploy order.
+        type: bool
+      services:
+        description: The services to upgrade, at least one, each name once.
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: The service (letters, digits, C(.), C(_), C(-), starting with a letter or digit). Required.
+            type: str
+          version:
+            description: Target version (letters, digits, C(.), C(_), C(+), C(-), starting with a letter or digit). Required.
+            type: str
+          artifact:
+            description: Where agents download the version. Required.
+            type: dict
+            suboptions:
+              url:
+                description:
+                  - http, https or file URL of the artifact (a tarball). Required.
+                  - An http or https URL names a host and holds no user or password (agents take credentials
+                    from their own config or a netrc); a file URL names an absolute path and no other host than
+                    localhost; no URL has C(.) or C(..) path segments, percent-encoded or not, or backslashes.
+                type: str
+              sha256:
+                description: sha256 of the artifact, 64 hexadecimal digits; agents refuse an artifact that does not match. Required.
+                type: str
+          quorum:
+            description:
+              - Instances that must stay healthy at all times, as an integer or a percentage of the
+                service's hosts such as V(66%) (rounded up). Required.
+              - Refused when no host could ever stop (as large as the service's hosts) or every one could (zero).
+            type: raw
+          max_parallel:
+            description: Upgrade slots of this service that may be held at once; default 1.
+            type: int
+          on_failure:
+            description:
+              - V(halt) (the default) stops the service's rollout at the first failure; V(rollback) also rolls back the
+                hosts already upgraded.
+            type: str
+          depends_on:
+            description: Services of the release whose instances must all run their target before this one switches; default none.
+            type: list
+            elements: str
   state:
     description: V(present) seeds the release, V(absent) removes the whole rollout.
     type: str
@@ -124,6 +174,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter import (
     SIGNING_MUTUALLY_EXCLUSIVE,
+    given,
     release_signer,
     run_change,
     signing_argument_spec,
@@ -132,12 +183,28 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.controller.adapter im
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_cancel, plan_seed
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import PayloadError, ReleaseSpec
 
+# The shape of a release, for ansible-doc and the argument spec. No defaults, choices or
+# requirements here: ReleaseSpec validates the values and says what is wrong in its own words.
+RELEASE_OPTIONS = dict(
+    id=dict(type="str"),
+    parallel=dict(type="bool"),
+    services=dict(type="list", elements="dict", options=dict(
+        name=dict(type="str"),
+        version=dict(type="str"),
+        artifact=dict(type="dict", options=dict(url=dict(type="str"), sha256=dict(type="str"))),
+        quorum=dict(type="raw"),
+        max_parallel=dict(type="int"),
+        on_failure=dict(type="str"),
+        depends_on=dict(type="list", elements="str"),
+    )),
+)
+
 
 def main():
     argument_spec = zk_argument_spec()
     argument_spec.update(signing_argument_spec())
     argument_spec.update(
-        release=dict(type="dict"),
+        release=dict(type="dict", options=RELEASE_OPTIONS),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         force=dict(type="bool", default=False),
         by=dict(type="str", default="ansible"),
@@ -148,7 +215,7 @@ def main():
     if params["state"] == "absent":
         run_change(module, plan_cancel)
     try:
-        spec = ReleaseSpec.from_dict(params["release"], "release")
+        spec = ReleaseSpec.from_dict(given(params["release"]), "release")
     except PayloadError as exc:
         module.fail_json(msg=str(exc))
     sign = release_signer(module)

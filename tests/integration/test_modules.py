@@ -21,6 +21,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import La
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
+from ansible_collections.zkrollout.dc.tests.bed.zookeeper import LOOPBACK, free_ports
 
 from . import tree
 from .tree import FakeFleet, release, service
@@ -334,6 +335,10 @@ BAD_RELEASES = {
         release(service("A", max_parallel=0)),
         ["services[0] (A)", "'max_parallel'", "expected an integer >= 1"],
     ),
+    "unknown-service-field": (
+        release(service("A", colour="blue")),
+        ["Unsupported parameters", "release.services.colour"],
+    ),
 }
 
 
@@ -544,6 +549,20 @@ def test_pause_in_check_mode_writes_nothing(zkrollout, fleet, client, layout, tr
     assert result["changed"] is True, result
     assert (result["diff"]["before"]["rollout"]["state"], result["diff"]["after"]["rollout"]["state"]) == ("running", "paused")
     _assert_unchanged(tree_view, before, result)
+    # Only what the pause changes differs: not the 'updated' time it also rewrites.
+    was, now = result["diff"]["before"]["rollout"], result["diff"]["after"]["rollout"]
+    assert sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name)) == ["reason", "state"], result["diff"]
+
+
+def test_the_seeding_diff_leaves_out_the_rollout_times_and_the_signature_bytes(zkrollout, fleet):
+    _three_hosts(fleet)
+
+    result = zkrollout("rollout", check_mode=True, diff=True, release=_abc_release(id="r1"))
+
+    after = result["diff"]["after"]
+    assert not {"created", "updated"} & set(after["rollout"]), after["rollout"]
+    assert (after["rollout"]["by"], after["rollout"]["services"]) == ("ansible", ["A", "B", "C"])
+    assert all(set(entry["signature"]) == {"key"} and len(entry["signature"]["key"]) == 16 for entry in after["staging"].values()), after
 
 
 def test_an_aborted_rollout_cannot_be_resumed(zkrollout, fleet, client, layout, tree_view):
@@ -732,3 +751,16 @@ def test_a_malformed_failure_record_halts_its_service_in_the_report_and_is_named
     assert "failure record is malformed" in info["services"]["A"]["reason"]
     assert info["services"]["A"]["failures"] == {"h2": {"malformed": True}}
     assert any(layout.failure("A", "h2") in problem for problem in info["problems"]), info["problems"]
+
+
+# Connecting.
+def test_a_module_against_servers_that_all_refuse_fails_at_once_naming_each_refusal(zkrollout):
+    closed = ["%s:%d" % (LOOPBACK, port) for port in free_ports(2)]
+    started = time.monotonic()
+
+    result = zkrollout("rollout_info", zk_hosts=",".join(closed), zk_timeout=30)
+
+    assert result.get("failed") is True, result
+    assert time.monotonic() - started < 10, "the task waited %.0fs for servers that refuse" % (time.monotonic() - started)
+    assert result["msg"].startswith("cannot connect to ZooKeeper at %s: no server accepts TCP connections (%s refused the connection; "
+                                    "%s refused the connection)" % (",".join(closed), closed[0], closed[1])), result["msg"]

@@ -7,7 +7,9 @@ the outcome in the return code, the play recap and the ``set_stats`` custom stat
 from __future__ import annotations
 
 import json
+import time
 
+import ansible_runner
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
@@ -37,16 +39,30 @@ def playbook(zk, zk_root, tmp_path):
     """
 
     def run(name, *extra_vars, release=None, options=(), **typed_vars):
-        arguments = ["zkrollout_zk_hosts=%s" % zk.hosts, "zkrollout_zk_root=%s" % zk_root] + list(extra_vars)
-        if release is not None:
-            path = tmp_path / "release.json"
-            path.write_text(json.dumps({"zkrollout_release": release}))
-            arguments.append("@%s" % path)
-        if typed_vars:
-            arguments.append(json.dumps(typed_vars))
-        return tree.run_playbook(name, arguments, options)
+        return tree.run_playbook(name, _arguments(zk, zk_root, tmp_path, extra_vars, release, typed_vars), options)
 
     return run
+
+
+@pytest.fixture
+def streamed_playbook(zk, zk_root, tmp_path):
+    """``with streamed_playbook("rollout.yml", ...) as stream:`` as ``playbook``, but its output is read line by line as it runs."""
+
+    def start(name, *extra_vars, release=None, options=(), **typed_vars):
+        return tree.streamed_playbook(name, _arguments(zk, zk_root, tmp_path, extra_vars, release, typed_vars), options)
+
+    return start
+
+
+def _arguments(zk, zk_root, tmp_path, extra_vars, release, typed_vars):
+    arguments = ["zkrollout_zk_hosts=%s" % zk.hosts, "zkrollout_zk_root=%s" % zk_root] + list(extra_vars)
+    if release is not None:
+        path = tmp_path / "release.json"
+        path.write_text(json.dumps({"zkrollout_release": release}))
+        arguments.append("@%s" % path)
+    if typed_vars:
+        arguments.append(json.dumps(typed_vars))
+    return arguments
 
 
 def _release():
@@ -90,7 +106,22 @@ def test_rollout_playbook_in_check_mode_shows_the_diff_and_writes_nothing(playbo
     assert tree_view() == before, tree.describe_difference(before, tree_view())
     assert "+++ after" in run.stdout, run.output
     assert '"deploy": [' in run.stdout and '"https://artifacts.example/B-2.0.0.tar.gz"' in run.stdout, run.output
-    assert run.custom_stats["zkrollout_deploy_order"] == ["A", "B"]
+    # The diff shows the release, not the times and signature bytes that differ on every run.
+    assert '"created"' not in run.stdout and '"updated"' not in run.stdout, run.output
+    assert '"signature": {' in run.stdout and '"value"' not in run.stdout, run.output
+    # Nothing was written, so nothing is published as if it had been.
+    assert run.custom_stats == {}, run.output
+
+
+def test_rollout_playbook_in_check_mode_with_wait_neither_waits_nor_publishes(playbook, fleet, tree_view):
+    before = tree_view()
+
+    run = playbook("rollout.yml", "zkrollout_wait=true", "zkrollout_wait_timeout=60", release=_release(), options=["--check"])
+
+    _assert_ok(run)
+    assert tree_view() == before
+    assert run.recap()["skipped"] >= 2, run.output
+    assert run.custom_stats == {}, run.output
 
 
 def test_rollout_playbook_without_a_release_fails_saying_how_to_pass_one(playbook, tree_view):
@@ -151,6 +182,59 @@ def test_rollout_playbook_wait_fails_naming_the_failed_host_and_reason(playbook,
     assert run.custom_stats["zkrollout_state"] == "failed"
 
 
+def test_rollout_playbook_prints_each_change_while_it_waits(streamed_playbook, fleet):
+    with streamed_playbook("rollout.yml", "zkrollout_wait=true", "zkrollout_wait_timeout=60", release=_release()) as stream:
+        stream.wait_for_line(lambda line: line.startswith("rollout_wait [localhost] ") and " rollout running: " in line)
+        fleet.upgrade("A", "h1", "2.0.0")
+        switched_at = time.monotonic()
+        shown_at, shown = stream.wait_for_line(lambda line: line.startswith("rollout_wait [localhost] ") and "A on h1: " in line
+                                               and line.endswith("online 2.0.0"))
+        assert stream.ended_at is None, "the line came only with the end of the playbook"
+        fleet.roll_out(pause=0.05)
+        run = stream.finish()
+
+    _assert_ok(run)
+    assert shown_at - switched_at < 10.0, "h1's switch was shown %.1fs after it happened: %s" % (shown_at - switched_at, shown)
+    assert shown_at < stream.ended_at
+    assert stream.wait_for_line(lambda line: "rollout_wait [localhost] " in line and "B: done (all 3 online hosts run 2.0.0)" in line)
+    assert run.custom_stats["zkrollout_state"] == "done"
+
+
+def test_rollout_playbook_run_as_awx_runs_it_emits_each_change_as_a_job_event_while_it_waits(zk, zk_root, fleet, tmp_path):
+    # ansible-runner is what AWX, Tower and ansible-navigator run playbooks with: a job's output
+    # is its stream of events, and each change must be one while the playbook still runs.
+    events = tree.RunnerEvents()
+    extravars = {"zkrollout_zk_hosts": zk.hosts, "zkrollout_zk_root": zk_root, "zkrollout_release": _release(),
+                 "zkrollout_wait": True, "zkrollout_wait_timeout": 60}
+    (tmp_path / "runner").mkdir()
+    thread, runner = ansible_runner.run_async(private_data_dir=str(tmp_path / "runner"), playbook=str(tree.PLAYBOOKS / "rollout.yml"),
+                                              extravars=extravars, envvars=tree.playbook_environment(), event_handler=events.add,
+                                              quiet=True)
+    try:
+        events.wait_for(lambda event: event["event"] == "verbose" and "rollout_wait [localhost] " in event["stdout"]
+                        and " rollout running: " in event["stdout"])
+        fleet.upgrade("A", "h1", "2.0.0")
+        shown = events.wait_for(lambda event: "rollout_wait [localhost] " in event.get("stdout", "") and "A on h1: " in event["stdout"]
+                                and event["stdout"].endswith("online 2.0.0"))
+        assert not events.seen("playbook_on_stats"), "the change was an event only after the playbook ended"
+        fleet.roll_out(pause=0.05)
+    finally:
+        thread.join(120)
+
+    assert runner.status == "successful", events.stdout()
+    assert shown["event"] == "verbose", shown
+    assert events.seen("playbook_on_stats")
+
+
+def test_rollout_playbook_fails_a_stalled_rollout_at_the_progress_deadline_naming_what_waits(playbook, fleet):
+    run = playbook("rollout.yml", "zkrollout_wait=true", "zkrollout_wait_timeout=60", "zkrollout_progress_deadline=3", release=_release())
+
+    _assert_failed(run)
+    assert "rollout stalled: no host switched for 3s (progress_deadline 3s) with the rollout running; " in run.output, run.output
+    assert "B waiting: behind A in the deploy queue" in run.output, run.output
+    assert run.custom_stats["zkrollout_state"] == "running"
+
+
 # status.yml
 def test_status_playbook_shows_hosts_by_services_and_why_a_service_is_blocked(playbook, fleet, client, layout):
     tree.seed(client, layout, release(service("A", quorum=3), service("B", depends_on=["A"]), id="r1"))
@@ -158,7 +242,9 @@ def test_status_playbook_shows_hosts_by_services_and_why_a_service_is_blocked(pl
     run = playbook("status.yml")
 
     _assert_ok(run)
-    lines = run.task_result("Show hosts x services and the deploy state")["msg"].splitlines()
+    lines = run.task_result("Show hosts x services and the deploy state")["msg"]
+    # One line of the table per line of output, with the default callback and result format.
+    assert '        "deploy queue: A -> B",' in run.stdout.splitlines(), run.stdout
     assert lines[:2] == ["rollout r1: running (0 of 2 services complete)", "deploy queue: A -> B"], run.stdout
     assert any(line.split() == ["HOST", "A", "B"] for line in lines), run.stdout
     assert any(line.split() == ["h1", "1.0.0*", "1.0.0*"] for line in lines), run.stdout
@@ -173,7 +259,7 @@ def test_status_playbook_on_an_empty_tree_says_there_is_no_rollout(playbook):
     run = playbook("status.yml")
 
     _assert_ok(run)
-    assert run.task_result("Show hosts x services and the deploy state")["msg"].startswith("rollout -: none (no rollout in the tree)\n")
+    assert run.task_result("Show hosts x services and the deploy state")["msg"][0] == "rollout -: none (no rollout in the tree)"
     assert run.custom_stats["zkrollout_state"] == "none"
 
 

@@ -142,28 +142,59 @@ def test_a_chroot_in_the_hosts_string_confines_the_client(zk, zk_connect, zk_roo
     assert client.get_children("/") == ["inside"]
 
 
-def test_a_port_nobody_listens_on_fails_within_the_timeout_naming_host_and_refusal():
+def test_a_port_nobody_listens_on_fails_at_once_naming_host_and_refusal():
     port = free_ports(1)[0]
-    options = ConnectionOptions(hosts="%s:%d" % (LOOPBACK, port), timeout=2.0, connection_retries=1)
+    # A long timeout: the refusal must end the attempt, not the timeout.
+    options = ConnectionOptions(hosts="%s:%d" % (LOOPBACK, port), timeout=20.0)
 
-    message = _expect_connection_error(options)
+    started = time.monotonic()
+    with pytest.raises(ZkConnectionError) as raised:
+        zkclient.connect(options)
 
-    assert "%s:%d" % (LOOPBACK, port) in message
-    assert "refused" in message
+    assert time.monotonic() - started < 1.0, "a refused connection waited %.1fs" % (time.monotonic() - started)
+    assert str(raised.value) == ("cannot connect to ZooKeeper at %s:%d: no server accepts TCP connections (%s:%d refused the connection); "
+                                 "check zk_hosts and that ZooKeeper is running and listening there" % (LOOPBACK, port, LOOPBACK, port))
 
 
-def test_a_port_that_is_not_zookeeper_fails_within_the_timeout_saying_no_session_was_established():
-    # A listening socket nobody serves: TCP connects, the ZooKeeper handshake never answers.
+def test_one_refusing_server_of_two_does_not_stop_the_client_from_connecting_to_the_other(zk, zk_connect):
+    client = zk_connect("%s:%d,%s" % (LOOPBACK, free_ports(1)[0], zk.hosts))
+
+    assert client.connected
+
+
+@contextlib.contextmanager
+def _silent_listener():
+    # A listening socket nobody serves: TCP connects, no handshake is ever answered.
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as silent:
         silent.bind((LOOPBACK, 0))
         silent.listen(8)
-        address = "%s:%d" % silent.getsockname()
-        options = ConnectionOptions(hosts=address, timeout=2.0, session_timeout=2.0)
+        yield "%s:%d" % silent.getsockname()
 
-        message = _expect_connection_error(options)
 
-    assert address in message
+def test_a_listener_that_never_answers_fails_within_the_timeout_saying_it_never_answered():
+    with _silent_listener() as address:
+        message = _expect_connection_error(ConnectionOptions(hosts=address, timeout=2.0, session_timeout=2.0))
+
+    assert "%s accepts TCP connections but never answered the ZooKeeper handshake" % address in message
     assert "no session was established" in message
+
+
+def test_tls_to_a_listener_that_never_answers_says_the_tls_handshake_got_no_answer(zk_tls):
+    with _silent_listener() as address:
+        message = _expect_connection_error(ConnectionOptions(hosts=address, timeout=2.0, session_timeout=2.0, tls=True,
+                                                             ca=zk_tls.tls.ca_cert))
+
+    assert "%s accepts TCP connections but never answered the TLS handshake" % address in message
+
+
+def test_tls_to_a_plaintext_port_fails_saying_the_tls_handshake_failed(zk_tls):
+    options = ConnectionOptions(hosts=zk_tls.hosts, timeout=2.0, session_timeout=2.0, tls=True, ca=zk_tls.tls.ca_cert)
+
+    message = _expect_connection_error(options)
+
+    assert zk_tls.hosts + " (TLS)" in message
+    assert "%s accepts TCP connections but the TLS handshake failed" % zk_tls.hosts in message
+    assert "is it a plaintext port?" in message
 
 
 def test_tls_connects_with_the_servers_ca_and_checks_its_host_name(zk_tls, zk_connect, zk_root):
@@ -178,7 +209,8 @@ def test_a_plain_client_on_the_tls_port_fails_with_a_clear_error(zk_tls):
     message = _expect_connection_error(options)
 
     assert zk_tls.secure_hosts in message
-    assert "no session was established" in message and "TLS" in message
+    assert "no session was established" in message
+    assert "%s accepts TCP connections but closed each one at the ZooKeeper handshake: is it a TLS port" % zk_tls.secure_hosts in message
 
 
 def test_tls_with_a_ca_that_did_not_sign_the_server_fails_with_a_clear_error(zk_tls, foreign_tls):

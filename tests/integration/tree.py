@@ -441,6 +441,109 @@ def run_playbook(playbook, extra_vars=(), options=(), timeout=120):
     return PlaybookRun(completed.returncode, completed.stdout, completed.stderr)
 
 
+class PlaybookStream(object):
+    """A running ``ansible-playbook`` whose output lines are collected as they arrive, each with its arrival time.
+
+    stderr is merged into stdout, so the order of lines is the order a person sees them.
+    """
+
+    def __init__(self, process):
+        self.process = process
+        self.lines = []
+        self.ended_at = None
+        self._arrived = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="playbook-output", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with self._arrived:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._arrived.notify_all()
+        self.process.wait()
+        with self._arrived:
+            self.ended_at = time.monotonic()
+            self._arrived.notify_all()
+
+    @property
+    def output(self):
+        """Everything printed so far, for assertion messages."""
+        return "\n".join(line for _at, line in self.lines)
+
+    def wait_for_line(self, predicate, timeout=30.0):
+        """``(arrival time, line)`` of the first line that ``predicate(line)`` accepts; fails if the run ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for arrived in self.lines:
+                    if predicate(arrived[1]):
+                        return arrived
+                if self.ended_at is not None:
+                    raise AssertionError("the playbook ended without printing the line awaited:\n%s" % self.output)
+                if not self._arrived.wait(deadline - time.monotonic()) and time.monotonic() >= deadline:
+                    raise AssertionError("no such line within %.0fs; the playbook printed:\n%s" % (timeout, self.output))
+
+    def finish(self, timeout=120.0):
+        """Wait for the end of the run; returns its PlaybookRun (stdout holds stderr too)."""
+        self._reader.join(timeout)
+        if self._reader.is_alive():
+            self.process.kill()
+            raise AssertionError("the playbook did not end within %.0fs:\n%s" % (timeout, self.output))
+        return PlaybookRun(self.process.returncode, self.output + "\n", "")
+
+
+@contextlib.contextmanager
+def streamed_playbook(playbook, extra_vars=(), options=()):
+    """Start playbooks/<playbook> like ``run_playbook`` and yield a PlaybookStream; the run is killed if the block fails."""
+    process = subprocess.Popen(playbook_command(playbook, extra_vars, options), env=playbook_environment(), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=str(COLLECTION_ROOT))
+    stream = PlaybookStream(process)
+    try:
+        yield stream
+    finally:
+        if process.poll() is None and stream.ended_at is None:
+            process.kill()
+        process.wait(30)
+
+
+class RunnerEvents(object):
+    """The job events of an ansible-runner run, collected as they arrive (its ``event_handler``)."""
+
+    def __init__(self):
+        self.events = []
+        self._arrived = threading.Condition()
+
+    def add(self, event):
+        """ansible-runner's event handler: keep ``event``; returning True lets runner keep it too."""
+        with self._arrived:
+            self.events.append(event)
+            self._arrived.notify_all()
+        return True
+
+    def seen(self, kind):
+        """Whether an event of ``kind`` (such as ``playbook_on_stats``) has arrived."""
+        with self._arrived:
+            return any(event.get("event") == kind for event in self.events)
+
+    def stdout(self):
+        """The job's output so far, as AWX shows it: the events' stdout in order."""
+        with self._arrived:
+            return "\n".join(event.get("stdout", "") for event in self.events if event.get("stdout"))
+
+    def wait_for(self, predicate, timeout=30.0):
+        """The first event that ``predicate(event)`` accepts; fails if the run ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                if any(event.get("event") == "playbook_on_stats" for event in self.events):
+                    raise AssertionError("the job ended without the event awaited:\n%s" % self.stdout())
+                if not self._arrived.wait(max(0.0, deadline - time.monotonic())) and time.monotonic() >= deadline:
+                    raise AssertionError("no such event within %.0fs; the job printed:\n%s" % (timeout, self.stdout()))
+
+
 def explain_rollout(report):
     """``report()``'s rollout report trimmed to what explains a stuck rollout, as JSON text."""
     try:

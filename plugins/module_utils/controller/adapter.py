@@ -59,6 +59,35 @@ def signing_argument_spec():
 SIGNING_MUTUALLY_EXCLUSIVE = [("signing_key", "signing_key_content")]
 
 
+def given(value):
+    """``value`` as the user wrote it: the keys that suboptions add as None when absent are dropped, at every level.
+
+    So the core's own defaults and "field is missing" errors apply, not None values.
+    """
+    if isinstance(value, dict):
+        return {key: given(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [given(item) for item in value]
+    return value
+
+
+def wait_argument_spec():
+    """Argument spec of the options every waiting module shares (documented by the ``zkrollout.dc.wait`` fragment)."""
+    return dict(
+        timeout=dict(type="float", default=600.0),
+        fail_on_timeout=dict(type="bool", default=True),
+        progress_deadline=dict(type="float"),
+    )
+
+
+def check_positive_seconds(module, *names):
+    """Fail the module naming the first of the options ``names`` that is set but not a positive number of seconds."""
+    for name in names:
+        value = module.params.get(name)
+        if value is not None and not value > 0:
+            module.fail_json(msg="%s must be a positive number of seconds, got %r" % (name, value))
+
+
 def release_signer(module):
     """The function that signs each release entry the task writes, or None when the task opted out.
 

@@ -71,8 +71,31 @@ class Change(object):
 
     @property
     def diff(self):
-        """Ansible's ``diff`` value."""
-        return {"before": self.before, "after": self.after}
+        """Ansible's ``diff`` value, without what differs on every write (see ``diff_view``)."""
+        return {"before": diff_view(self.before), "after": diff_view(self.after)}
+
+
+# Rewritten on every write whatever changed, so they would only hide the change in a diff.
+VOLATILE_ROLLOUT_FIELDS = ("created", "updated")
+
+
+def diff_view(view):
+    """A before/after view as ``--diff`` shows it: the rollout's timestamps left out, a signature shown by its key id only.
+
+    A different key still shows; the signature bytes, which change with every byte of the entry, do not.
+    """
+    shown = dict(view)
+    if isinstance(shown.get("rollout"), dict):
+        shown["rollout"] = {name: value for name, value in shown["rollout"].items() if name not in VOLATILE_ROLLOUT_FIELDS}
+    if isinstance(shown.get("staging"), dict):
+        shown["staging"] = {name: _without_signature_bytes(entry) for name, entry in shown["staging"].items()}
+    return shown
+
+
+def _without_signature_bytes(entry):
+    if not isinstance(entry, dict) or not isinstance(entry.get("signature"), dict):
+        return entry
+    return dict(entry, signature={"key": entry["signature"].get("key")})
 
 
 def apply(client, change, acl=None):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import re
 import socket
 import threading
@@ -370,42 +371,115 @@ def request_bytes(transaction):
 
 
 def probe_servers(servers, timeout):
-    """Say, per server, why a TCP connection fails (or that it succeeds); for error messages."""
-    causes = []
+    """``[(host, port, cause)]`` of a plain TCP connect to each server; cause is None where one succeeds.
+
+    A cause is a phrase such as ``refused the connection``, for messages.
+    """
+    outcomes = []
     for host, port in servers:
         try:
             with contextlib.closing(socket.create_connection((host, port), timeout=timeout)):
-                causes.append("%s:%d accepts TCP connections but no session was established "
-                              "(wrong TLS or SASL settings, or not a ZooKeeper port?)" % (host, port))
+                outcomes.append((host, port, None))
         except socket.timeout:
-            causes.append("%s:%d did not answer within %.1fs" % (host, port, timeout))
+            outcomes.append((host, port, "did not accept a TCP connection within %.1fs" % timeout))
         except socket.gaierror as exc:
-            causes.append("%s does not resolve (%s)" % (host, exc.strerror))
+            outcomes.append((host, port, "does not resolve (%s)" % exc.strerror))
         except OSError as exc:
             reason = "refused the connection" if exc.errno == errno.ECONNREFUSED else (exc.strerror or str(exc))
-            causes.append("%s:%d %s" % (host, port, reason))
-    return causes
+            outcomes.append((host, port, reason))
+    return outcomes
+
+
+_CONNECTING_RE = re.compile(r"Connecting to (?P<host>.+?)\(.*\):(?P<port>[0-9]+)")
+
+
+class _ConnectLog(logging.LoggerAdapter):
+    """kazoo's logger while a session is being established, remembering why each attempt ended.
+
+    kazoo retries a failing server until the timeout and says why only in its log ("Connection
+    dropped: ...", "Connection time-out: ..."), so the cause is taken from there. Every record
+    still goes to the real logger.
+    """
+
+    def __init__(self, logger):
+        super().__init__(logger, {})
+        self.recording = True
+        self.server = None
+        self.drops = {}
+
+    def log(self, level, msg, *args, **kwargs):
+        if self.recording and isinstance(msg, str):
+            text = msg % args if args else msg
+            connecting = _CONNECTING_RE.match(text)
+            if connecting:
+                self.server = "%s:%s" % (connecting.group("host"), connecting.group("port"))
+            elif text.startswith(("Connection dropped: ", "Connection time-out: ")) and self.server:
+                self.drops[self.server] = text
+        super().log(level, msg, *args, **kwargs)
+
+
+def _handshake_cause(drop, options):
+    """What a kazoo log line about a failed attempt means, as a phrase for the message."""
+    if "SSL" in drop or "TLS" in drop:
+        return ("accepts TCP connections but the TLS handshake failed (%s): is it a plaintext port? zk_tls is on, so give the "
+                "servers' secureClientPort, or turn zk_tls off" % drop.split(": ", 1)[-1])
+    if "time-out" in drop or drop.endswith("error: None"):
+        return ("accepts TCP connections but never answered the %s within the timeout: not a ZooKeeper port, or a server "
+                "that hangs" % ("TLS handshake" if options.tls else "ZooKeeper handshake"))
+    if "connection broken" in drop and not options.tls:
+        return ("accepts TCP connections but closed each one at the ZooKeeper handshake: is it a TLS port (secureClientPort)? "
+                "then set zk_tls and zk_ca")
+    if "refused" in drop:
+        return "refused the connection"
+    return "accepts TCP connections but no session was established (%s)" % drop
 
 
 def connect(options, logger=None):
     """Start a kazoo client for ``options`` within ``options.timeout`` seconds.
 
     Returns the started client. On failure the client is stopped and ZkConnectionError names
-    the hosts and the cause.
+    the hosts and, per server, the cause: a refused connection, a failed TLS handshake, a port
+    that closes the ZooKeeper handshake, or one that never answers. When every server refuses
+    TCP connections (or does not resolve) it fails at once instead of retrying until the timeout,
+    unless ``options.connection_retries`` is negative (reconnect forever).
     """
-    client = build_client(options, logger)
+    require_kazoo()
+    if options.connection_retries >= 0:
+        unreachable = []
+        for server in options.servers:
+            # One server that accepts is enough for kazoo to try; the rest need not be waited on.
+            outcome = probe_servers([server], min(options.timeout, 2.0))[0]
+            if outcome[2] is None:
+                break
+            unreachable.append(outcome)
+        if len(unreachable) == len(options.servers):
+            raise ZkConnectionError(
+                "cannot connect to ZooKeeper at %s: no server accepts TCP connections (%s); check zk_hosts and that ZooKeeper "
+                "is running and listening there" % (options.describe(), "; ".join("%s:%d %s" % outcome for outcome in unreachable)))
+    connect_log = _ConnectLog(logger or logging.getLogger("kazoo.client"))
+    client = build_client(options, connect_log)
     try:
         client.start(timeout=options.timeout)
     except (KazooTimeoutError, KazooException, OSError) as exc:
+        connect_log.recording = False
         with contextlib.suppress(Exception):
             client.stop()
             client.close()
-        causes = probe_servers(options.servers, min(options.timeout, 2.0))
+        # kazoo's log says why each server it tried failed; a server it never got to is probed.
+        causes = []
+        for host, port in options.servers:
+            drop = connect_log.drops.get("%s:%d" % (host, port))
+            if drop is None:
+                cause = probe_servers([(host, port)], min(options.timeout, 2.0))[0][2]
+                drop_cause = cause or "accepts TCP connections but gave no session (wrong TLS or SASL settings?)"
+            else:
+                drop_cause = _handshake_cause(drop, options)
+            causes.append("%s:%d %s" % (host, port, drop_cause))
         raise ZkConnectionError(
-            "cannot connect to ZooKeeper at %s within %.1fs: %s; check zk_hosts and that ZooKeeper "
-            "is running and reachable from this host (%s)"
-            % (options.describe(), options.timeout, "; ".join(causes), exc.__class__.__name__)
+            "cannot connect to ZooKeeper at %s within %.1fs: no session was established: %s; check zk_hosts and the zk_tls "
+            "settings (%s)" % (options.describe(), options.timeout, "; ".join(causes), exc.__class__.__name__)
         ) from exc
+    connect_log.recording = False
     return client
 
 
