@@ -55,3 +55,24 @@ def bed(store, zk, zk_connect, zk_root):
     """``bed(**RolloutBed options)``: a fleet of real agents on the module's single ZooKeeper node, stopped after the test."""
     with rollout_beds(store, zk.hosts, zk_root, zk_connect(zk.hosts)) as make:
         yield make
+
+
+@pytest.fixture
+def fleet(zk, layout):
+    """A ``tree.FakeFleet`` playing the agents' part of the tree (a test module may define its own)."""
+    with tree.FakeFleet(zk.hosts, layout) as fake:
+        yield fake
+
+
+@pytest.fixture
+def rolling_a(fleet, client, layout):
+    """h1..h3 run A and B at 1.0.0 with connected agents; rollout r1 (B depends on A) is rolling A:
+    h1 is on 2.0.0, h2 holds its slot and is down."""
+    for host in ("h1", "h2", "h3"):
+        fleet.join(host, {"A": "1.0.0", "B": "1.0.0"})
+        fleet.agent_connected(host)
+    tree.seed(client, layout, tree.release(tree.service("A"), tree.service("B", depends_on=["A"]), id="r1"))
+    fleet.upgrade("A", "h1", "2.0.0")
+    fleet.take_slot("A", "h2", "2.0.0", from_version="1.0.0", owner="agent:h2")
+    fleet.deregister("A", "h2")
+    return fleet

@@ -20,29 +20,15 @@ import yaml
 from kazoo.security import make_digest_acl
 
 from . import tree
-from .tree import FakeFleet, release, service
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def fleet(zk, layout):
-    with FakeFleet(zk.hosts, layout) as fake:
-        yield fake
-
-
-@pytest.fixture
-def rolling(fleet, client, layout):
-    """The fleet described above, in the middle of rolling A."""
-    for host in ("h1", "h2", "h3"):
-        fleet.join(host, {"A": "1.0.0", "B": "1.0.0"})
-        fleet.agent_connected(host)
-    tree.seed(client, layout, release(service("A"), service("B", depends_on=["A"]), id="r1"))
-    fleet.upgrade("A", "h1", "2.0.0")
-    fleet.take_slot("A", "h2", "2.0.0", from_version="1.0.0", owner="agent:h2")
-    fleet.deregister("A", "h2")
-    fleet.go_offline("h3")
-    return fleet
+def rolling(rolling_a):
+    """The fleet described above, in the middle of rolling A (tests/integration/conftest.py), with h3 offline."""
+    rolling_a.go_offline("h3")
+    return rolling_a
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from ansible_collections.zkrollout.dc.tests.bed import signing as release_signin
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import LOOPBACK, free_ports
 
 from . import tree
-from .tree import FakeFleet, release, service
+from .tree import release, service
 
 pytestmark = [
     pytest.mark.zookeeper,
@@ -33,11 +33,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:AnsibleCollectionFinder has already been configured:UserWarning"),
 ]
 
-
-@pytest.fixture
-def fleet(zk, layout):
-    with FakeFleet(zk.hosts, layout) as fake:
-        yield fake
 
 
 def _three_hosts(fleet, versions=None):

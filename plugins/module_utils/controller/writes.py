@@ -490,9 +490,7 @@ def _plan_retry(snapshot, layout, service, rollout, before, now):
 
 def _plan_leave_roster(snapshot, layout, service, host, force):
     """Remove ``host`` from the roster of ``service`` (the host no longer runs it): under the ACL profile only the deployer may."""
-    if not service or not host:
-        raise WriteRefused("action leave_roster needs service and host")
-    state = snapshot.service(service)
+    state = _host_action_service(snapshot, "leave_roster", service, host)
     before = {"roster": {service: list(state.roster)}}
     if host not in state.roster:
         return Change(before=before, after=before, message="%s is not in the roster of %s" % (host, service))
@@ -506,10 +504,15 @@ def _plan_leave_roster(snapshot, layout, service, host, force):
                   message="removed %s from the roster of %s" % (host, service))
 
 
-def _plan_release_slot(snapshot, layout, service, host, force, now):
+def _host_action_service(snapshot, action, service, host):
+    """The ServiceState an action on one host of one service works on; refused without both names."""
     if not service or not host:
-        raise WriteRefused("action release_slot needs service and host")
-    state = snapshot.service(service)
+        raise WriteRefused("action %s needs service and host" % action)
+    return snapshot.service(service)
+
+
+def _plan_release_slot(snapshot, layout, service, host, force, now):
+    state = _host_action_service(snapshot, "release_slot", service, host)
     before = {"slots": {service: sorted(state.slots)}}
     if host not in state.slots:
         return Change(before=before, after=before, message="%s holds no slot of %s" % (host, service))
