@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 from ..core.layout import LayoutError, check_name
@@ -222,9 +223,17 @@ def _service(name, raw, where):
     env = raw.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise ConfigError("%s: env must map names to strings" % where)
-    return ServiceConfig(name=name, install_dir=install_dir, driver=driver, command=command, unit=unit, version_file=version_file,
-                         health=_health(raw.get("health"), where), stop_timeout=_number(raw, "stop_timeout", 10.0, where),
-                         initial_version=initial_version, initial_artifact=initial_artifact, env=dict(env))
+    service = ServiceConfig(name=name, install_dir=install_dir, driver=driver, command=command, unit=unit, version_file=version_file,
+                            health=_health(raw.get("health"), where), stop_timeout=_number(raw, "stop_timeout", 10.0, where),
+                            initial_version=initial_version, initial_artifact=initial_artifact, env=dict(env))
+    marker = re.compile(re.escape(service.version_dir("0.0.0")) + r"(?=/|\Z)")
+    if driver == "exec" and not any(marker.search(service.render(item, "0.0.0")) for item in command):
+        # The exec driver tells its instance among the host's processes by that path in its command
+        # line: without it, an agent restarted while its instance runs would start a second one.
+        raise ConfigError("%s: command %s never names the version's directory: put {version_dir} in it (for example "
+                          "[\"{version_dir}/bin/server\", \"--port\", \"8080\"]), the way the agent recognises its running instance"
+                          % (where, json.dumps(list(command))))
+    return service
 
 
 def _fetch_policy(raw, path, services):
