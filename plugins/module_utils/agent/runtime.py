@@ -355,30 +355,27 @@ class Agent(object):
         self._roster_written = True
 
     def _ensure_own_parent(self):
-        """Make sure ``hosts/<host>`` exists, where the copies of our registrations go; then write the copies this session lacks.
+        """Under an ACL profile, check ``hosts/<host>``, where the copies of our registrations go; then write the copies this session lacks.
 
-        Without an ACL profile the agent creates it. Under one only the deployer does (any
-        zkrollout.dc module that writes creates it for each agent identity of the profile): until
-        then we register in the shared listing alone, which decisions do not count, and a watch
-        on its creation brings us back here.
+        Only the deployer creates it (any zkrollout.dc module that writes creates it for each
+        agent identity of the profile): until then we register in the shared listing alone, which
+        decisions do not count, and a watch on its creation brings us back here. Without a
+        profile no decision confirms a registration (anyone may write anything), so there are no
+        copies to keep.
         """
-        path = self.layout.host(self.host)
+        self._own_parent = False
         profile = profile_of(self.client)
         if profile is None:
-            try:
-                self.client.create(path, b"")
-            except NodeExistsError:
-                pass
-        elif self.client.exists(path, watch=self._own_parent_changed) is None:
-            self._own_parent = False
+            return
+        path = self.layout.host(self.host)
+        if self.client.exists(path, watch=self._own_parent_changed) is None:
             self.log.error("%s does not exist, so no decision counts this host's instances: under the ACL profile the deployer "
                            "creates it (re-run the rollout, or any zkrollout.dc module that writes, with this host's identity in "
                            "the profile's agents)", path)
             return
-        else:
-            refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host)
-            if refusal is not None:
-                self.log.error("%s is not this host's own, so no decision counts its instances: %s", path, refusal)
+        refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host)
+        if refusal is not None:
+            self.log.error("%s is not this host's own, so no decision counts its instances: %s", path, refusal)
         self._own_parent = True
         for name, registered in sorted(self._registered.items()):
             if registered:
@@ -442,7 +439,7 @@ class Agent(object):
             if node != wanted:
                 self._delete_registration(name, other)
         ours = self.client.client_id[0]
-        copy_stat = self.client.exists(copy)
+        copy_stat = self.client.exists(copy) if self._own_parent else None
         if copy_stat is not None and copy_stat.ephemeralOwner != ours:
             # Left by an older session of ours: it goes when that session expires; replace it now.
             self._delete_quietly(copy, copy_stat.version)
@@ -494,10 +491,11 @@ class Agent(object):
     def _delete_registration(self, name, version):
         """Delete our registration of ``version`` and its copy: the copy first, so that no decision counts an instance the index lost."""
         path, copy = self.layout.registration_nodes(name, self.host, version)
-        try:
-            self._delete_quietly(copy)
-        except NoAuthError:
-            pass  # a parent that is not ours (see _ensure_own_parent): nothing of ours is there
+        if self._own_parent:
+            try:
+                self._delete_quietly(copy)
+            except NoAuthError:
+                pass  # a parent that is not ours (see _ensure_own_parent): nothing of ours is there
         self._delete_quietly(path)
 
     def leaving_registration(self, name):
@@ -506,7 +504,7 @@ class Agent(object):
         if not known:
             return []
         copy = self._copy_of(name, known)
-        return [known, copy] if self.client.exists(copy) is not None else [known]
+        return [known, copy] if self._own_parent and self.client.exists(copy) is not None else [known]
 
     def _delete_quietly(self, path, version=-1):
         try:
@@ -681,7 +679,8 @@ class Agent(object):
                     return
                 else:
                     registration = finish_turn(self.client, self.layout, name, self.host, progress.target,
-                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), presence=self._presence)
+                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), presence=self._presence,
+                                               with_copy=self._own_parent)
                     if registration is not None:
                         # Registered, slot freed and ready queue left in one transaction.
                         self._registered[name] = registration

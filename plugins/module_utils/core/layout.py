@@ -19,8 +19,8 @@ Tree (see docs/architecture.md)::
     <root>/rollout                              rollout state (persistent)
     <root>/locks/<svc>                          lock serialising slot decisions
     <root>/agents/<host>                        the host's agent is connected (ephemeral)
-    <root>/hosts/<host>                         the host's own parent: only its agent adds or removes children
-    <root>/hosts/<host>/<svc>@<version>         the host's copy of its registration (ephemeral)
+    <root>/hosts/<host>                         under an ACL profile, the host's own parent: only its agent adds or removes children
+    <root>/hosts/<host>/<svc>@<version>         under an ACL profile, the host's copy of its registration (ephemeral)
     <root>/sessions/<session>                   a controller's session is alive (ephemeral)
 """
 
@@ -243,7 +243,7 @@ class Layout(object):
         return self._join("hosts", check_name("host", host), node)
 
     def registration_nodes(self, service, host, version):
-        """Both nodes of one registration, created and deleted together: the index's and the host's copy."""
+        """Both nodes of one registration, created and deleted together under an ACL profile: the index's and the host's copy."""
         return [self.registration(service, host, version), self.host_registration(host, service, version)]
 
     @property

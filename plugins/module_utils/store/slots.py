@@ -147,24 +147,25 @@ def release_slot(client, layout, service, host, owner=None, leaving=()):
     return False
 
 
-def finish_turn(client, layout, service, host, version, owner, presence=None):
+def finish_turn(client, layout, service, host, version, owner, presence=None, with_copy=False):
     """End ``host``'s turn in one transaction: register ``version``, free its slot, leave the ready queue.
 
     The next host in line is woken once, by a tree where the new instance already counts as
     healthy and the slot is free. Our own registration left by an older session is replaced,
-    not trusted, and so is its copy in the host's own parent (``layout.registration_nodes``). The
-    six reads it needs go out together. ``owner`` is as for ``release_slot``;
+    not trusted; ``with_copy`` (under an ACL profile) does the same for its copy in the host's own
+    parent (``layout.registration_nodes``). The reads it needs go out together. ``owner`` is as for ``release_slot``;
     ``presence`` (the agent's presence node) has its version bumped, as every registration does.
     Returns the registration's path, or None when the slot is not ours (any more) or the tree
     changed meanwhile: the caller then takes the steps one by one.
     """
     wanted, wanted_copy = layout.registration_nodes(service, host, version)
     parent, own_parent = layout.current_service(service), layout.host(host)
-    sent = (client.get_children_async(parent), client.exists_async(wanted), client.get_children_async(own_parent),
-            client.exists_async(wanted_copy), client.get_children_async(layout.ready_queue(service)),
+    sent = (client.get_children_async(parent), client.exists_async(wanted), client.get_children_async(layout.ready_queue(service)),
             client.get_async(layout.slot(service, host)))
+    sent_copies = (client.get_children_async(own_parent), client.exists_async(wanted_copy)) if with_copy else ()
     try:
-        current, stat, copies, copy_stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
+        current, stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
+        copies, copy_stat = [answer.get() for answer in sent_copies] if with_copy else ([], None)
         if Slot.from_bytes(data, layout.slot(service, host)).owner not in (owner if isinstance(owner, tuple) else (owner,)):
             return None
     except (NoNodeError, PayloadError):
@@ -181,7 +182,7 @@ def finish_turn(client, layout, service, host, version, owner, presence=None):
             transaction.delete(own_parent + "/" + node)
     if not ours:
         transaction.create(wanted, b"", ephemeral=True)
-    if not copy_ours:
+    if with_copy and not copy_ours:
         transaction.create(wanted_copy, b"", ephemeral=True)
     for node in ready:
         if (split_sequential(node) or (None,))[0] == host:
