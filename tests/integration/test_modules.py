@@ -34,7 +34,6 @@ pytestmark = [
 ]
 
 
-
 def _three_hosts(fleet, versions=None):
     """h1..h3 run A, B and C at 1.0.0 (or ``versions``)."""
     for host in ("h1", "h2", "h3"):
