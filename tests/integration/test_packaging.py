@@ -173,7 +173,7 @@ def test_the_installed_status_playbook_runs_with_the_users_own_ansible_cfg(insta
     run = PlaybookRun(completed.returncode, completed.stdout, completed.stderr)
 
     assert run.returncode == 0, run.output
-    assert run.task_result("Show hosts x services and the deploy state")["msg"].startswith("rollout -: none (no rollout in the tree)\n")
+    assert run.task_result("Show hosts x services and the deploy state")["msg"][0] == "rollout -: none (no rollout in the tree)"
     assert run.custom_stats["zkrollout_state"] == "none"
     assert str(COLLECTION_ROOT) not in run.output
 

@@ -278,7 +278,7 @@ def test_status_playbook_takes_the_connection_from_the_environment_as_an_awx_cre
     run = tree.run_playbook("status.yml")
 
     _assert_ok(run)
-    assert run.task_result("Show hosts x services and the deploy state")["msg"].startswith("rollout from-env: running"), run.stdout
+    assert run.task_result("Show hosts x services and the deploy state")["msg"][0].startswith("rollout from-env: running"), run.stdout
 
 
 @pytest.mark.parametrize("variable, option", [("zkrollout_zk_session_timeout", "zk_session_timeout"), ("zkrollout_zk_retries", "zk_retries")])
