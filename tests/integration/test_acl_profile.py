@@ -410,3 +410,20 @@ def test_the_deployer_removes_a_host_from_a_roster_with_rollout_control(ansible_
     assert refused.get("failed") and "h2 is registered as a healthy instance and holds an upgrade slot of web" in refused["msg"], refused
     assert removed["changed"] is True and again["changed"] is False, (removed, again)
     assert digest_bed.deployer.get_children(layout.service_roster(SERVICE)) == ["h2"]
+
+
+def test_a_host_added_to_the_profile_later_can_write_once_the_deployer_runs_again(ansible_adhoc, inventory, zk, zk_root, layout, zk_connect):
+    deployer = zk_connect(zk.hosts, root=zk_root, digest=DEPLOYER, acl_profile=PROFILE)
+    tree.seed(deployer, layout, tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
+    grown = dict(PROFILE, agents=PROFILE["agents"] + ["digest:h3:h3-secret"])
+    newcomer = zk_connect(zk.hosts, root=zk_root, digest="h3:h3-secret", acl_profile=grown)
+    with pytest.raises(NoAuthError):
+        newcomer.create(layout.ready_prefix(SERVICE, "h3"), b"", ephemeral=True, sequence=True)
+
+    again = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                              zk_acl_profile=grown)("rollout", release=tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
+
+    assert again["changed"] is True and "the own parents of h3" in again["msg"] and "the profile's ACL on" in again["msg"], again
+    newcomer.create(layout.ready_prefix(SERVICE, "h3"), b"", ephemeral=True, sequence=True)
+    _register(newcomer, layout, "h3")
+    assert deployer.get_children(layout.host("h3")) == ["%s@1.0.0" % SERVICE]

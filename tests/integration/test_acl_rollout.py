@@ -15,8 +15,9 @@ import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import create_parents, missing_host_parents
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
-from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V2, ArtifactStore, rollout_beds
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, ArtifactStore, rollout_beds
 
 pytestmark = [pytest.mark.zookeeper]
 
@@ -90,3 +91,26 @@ def test_a_rollout_on_real_agents_completes_under_the_acl_profile(store, zk_conn
             assert deployer.get_children(layout.host(host)) == ["A@%s" % V2], host
             parent_acl = {(entry.id.scheme, entry.id.id): entry.perms for entry in deployer.get_acls(layout.host(host))[0]}
             assert parent_acl[identity_of(host)] == 13 and all(parent_acl[identity_of(other)] == 1 for other in HOSTS if other != host)
+
+
+@pytest.mark.timeout(240)
+def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_shrink_the_rollout(store, zk_connect, zk_root, request):
+    hosts, deployer, host_options, _identity_of = _digest_identities(request, zk_connect, zk_root)
+    layout = Layout(zk_root)
+    for path in layout.containers():
+        deployer.ensure_path(path)
+    # h1's agent identity, without the collection's client: what a compromised h1 can send.
+    intruder = zk_connect(hosts, root=zk_root, digest="h1:h1-secret")
+    with rollout_beds(store, hosts, zk_root, deployer) as make:
+        fleet = make(hosts=list(HOSTS), services=("A",), zookeeper=host_options).start()
+        create_parents(deployer, missing_host_parents(deployer, layout))  # what a writing module does first
+        fleet.wait_for(lambda: all(deployer.get_children(layout.host(host)) == ["A@%s" % V1] for host in HOSTS), 30, "every copy written")
+
+        for host in ("h2", "h3"):
+            intruder.delete(layout.registration("A", host, V1))
+        fleet.seed({"A": {"version": V2, "quorum": QUORUM}})
+        fleet.wait_done(timeout=120)
+        fleet.wait_all_on("A", V2)
+
+        fleet.assert_quorum({"A": QUORUM}, request)
+        assert sorted(deployer.get_children(layout.current_service("A"))) == ["%s@%s" % (host, V2) for host in HOSTS]

@@ -245,3 +245,12 @@ def test_with_world_read_an_acl_lists_only_who_may_do_more_than_read():
         DEPLOYER_ID: "rwcda", ("digest", digest_id("h7", "secret")): "rcd", ("world", "anyone"): "r"}
     assert {(scheme, ident): perms for perms, scheme, ident in profile.acl(kinds.REGISTRATION)} == {
         DEPLOYER_ID: "rwcda", CREATOR: "rwcda", ("world", "anyone"): "r"}
+
+
+def test_a_host_parent_that_does_not_let_its_host_add_children_is_not_its_own_for_the_host():
+    profile = AclProfile.from_mapping({"deployer": [DEPLOYER], "agents": ["digest:h1:h1-secret", "digest:h2:h2-secret"]})
+    made_for_an_older_identity = [("cdrwa", *DEPLOYER_ID), ("r", *HOST_AGENT)]
+
+    assert profile.host_refusal(made_for_an_older_identity, "h1") is None
+    assert "does not let h1's identity add and remove children" in profile.host_refusal(made_for_an_older_identity, "h1", own=True)
+    assert profile.host_refusal([("rcd", "digest", "h1:x"), ("cdrwa", "digest", "deployer:x")], "h1", own=True) is None

@@ -350,8 +350,9 @@ class Agent(object):
             except (NoNodeError, ValueError):
                 pass
             except NoAuthError:
-                self.log.warning("this host no longer runs %s, but under the ACL profile only the deployer removes %s: until it does, "
-                                 "the service's quorum counts this host", name, self.layout.roster_member(name, self.host))
+                self.log.warning("this host no longer runs %s, but under the ACL profile only the deployer removes %s (zkrollout.dc."
+                                 "rollout_control action=leave_roster service=%s host=%s): until it does, the service's quorum counts "
+                                 "this host", name, self.layout.roster_member(name, self.host), name, self.host)
         self._roster_written = True
 
     def _ensure_own_parent(self):
@@ -373,16 +374,20 @@ class Agent(object):
                            "creates it (re-run the rollout, or any zkrollout.dc module that writes, with this host's identity in "
                            "the profile's agents)", path)
             return
-        refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host)
+        refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host, own=True)
         if refusal is not None:
             self.log.error("%s is not this host's own, so no decision counts its instances: %s", path, refusal)
+            return
         self._own_parent = True
-        for name, registered in sorted(self._registered.items()):
-            if registered:
-                try:
-                    self.client.create(self._copy_of(name, registered), b"", ephemeral=True)
-                except NodeExistsError:
-                    pass
+        for name in sorted(self._registered):
+            # Under the service's lock: a health verdict deregistering meanwhile must not see its copy come back.
+            with self._local_locks[name]:
+                registered = self._registered.get(name)
+                if registered:
+                    try:
+                        self.client.create(self._copy_of(name, registered), b"", ephemeral=True)
+                    except NodeExistsError:
+                        pass
 
     def _own_parent_changed(self, _event):
         # Runs on kazoo's thread: only ask the loop to write the roster and the copies again.
@@ -433,47 +438,56 @@ class Agent(object):
 
     def _register(self, name, version):
         path, copy = self.layout.registration_nodes(name, self.host, version)
-        wanted = path.rsplit("/", 1)[1]
-        existing = self._own_registrations(name)
-        for node, other in existing.items():
-            if node != wanted:
-                self._delete_registration(name, other)
         ours = self.client.client_id[0]
+        # Every version we have a node of, in the index or (under a profile) in our own parent:
+        # another host may have deleted our index entry, never our copy.
+        for other in sorted(set(self._own_versions(name)) - {version}):
+            self._delete_registration(name, other)
+        stat = self.client.exists(path)
         copy_stat = self.client.exists(copy) if self._own_parent else None
+        # Left by an older session of ours: they go when that session expires; replace them now.
         if copy_stat is not None and copy_stat.ephemeralOwner != ours:
-            # Left by an older session of ours: it goes when that session expires; replace it now.
             self._delete_quietly(copy, copy_stat.version)
             copy_stat = None
-        if wanted in existing:
-            stat = self.client.exists(path)
-            if stat is not None and stat.ephemeralOwner == ours:
-                if copy_stat is None and self._own_parent:
-                    self.client.create(copy, b"", ephemeral=True)
-                self._registered[name] = path
-                return
-            if stat is not None:
-                self._delete_quietly(path, stat.version)
+        if stat is not None and stat.ephemeralOwner != ours:
+            self._delete_quietly(path, stat.version)
+            stat = None
+        if stat is not None and (copy_stat is not None or not self._own_parent):
+            self._registered[name] = path
+            return
         self.client.ensure_path(self.layout.current_service(name))
-        copy = copy if self._own_parent else None
-        results = self._create_registration(path, copy, self._presence)
-        if isinstance(results[0], NodeExistsError):
+        wanted = ([path] if stat is None else []) + ([copy] if self._own_parent and copy_stat is None else [])
+        results = self._create_registration(wanted, self._presence)
+        if any(isinstance(result, NodeExistsError) for result in results):
             raise NodeExistsError(path)
         if any(isinstance(result, Exception) for result in results):
-            if copy is not None and isinstance(results[1], NoNodeError):
-                # Our own parent is gone (the deployer removed it): register in the listing alone until it is back.
-                self._roster_written, copy = False, None
+            if copy in wanted and isinstance(results[wanted.index(copy)], (NoNodeError, NoAuthError)):
+                # Our own parent is gone or not ours (see _ensure_own_parent): register in the listing alone until it is back.
+                self.log.error("service %s: cannot write %s (%s): registered in %s alone, which decisions under the ACL profile do not count",
+                               name, copy, results[wanted.index(copy)].__class__.__name__, self.layout.current_service(name))
+                self._roster_written, self._own_parent = False, False
+                wanted.remove(copy)
             # Our presence node is gone (an operator, or a session change in between): register alone, announce again later.
             self._presence = None
-            errors = [result for result in self._create_registration(path, copy, None) if isinstance(result, Exception)]
+            errors = [result for result in self._create_registration(wanted, None) if isinstance(result, Exception)]
             if errors:
                 raise next((error for error in errors if not isinstance(error, RolledBackError)), errors[0])
         self._registered[name] = path
 
-    def _create_registration(self, path, copy, presence):
+    def _own_versions(self, name):
+        """The versions of ``name`` we have a registration or (under a profile) a copy of, read fresh."""
+        versions = set(self._own_registrations(name).values())
+        if self._own_parent:
+            try:
+                versions |= set(own_registrations(self.client.get_children(self.layout.host(self.host)), name).values())
+            except NoNodeError:
+                pass
+        return versions
+
+    def _create_registration(self, paths, presence):
         transaction = self.client.transaction()
-        transaction.create(path, b"", ephemeral=True)
-        if copy is not None:
-            transaction.create(copy, b"", ephemeral=True)
+        for path in paths:
+            transaction.create(path, b"", ephemeral=True)
         if presence:
             transaction.set_data(presence, b"")
         return transaction.commit()
@@ -482,8 +496,8 @@ class Agent(object):
         """Remove our registrations of ``name``, if any."""
         with self._local_locks[name]:
             known = self._registered.get(name)
-            # The node this session registered is known; only without one is the listing read.
-            versions = [split_registration(known.rsplit("/", 1)[1])[1]] if known else list(self._own_registrations(name).values())
+            # The node this session registered is known; only without one are the listings read.
+            versions = [split_registration(known.rsplit("/", 1)[1])[1]] if known else sorted(self._own_versions(name))
             for version in versions:
                 self._delete_registration(name, version)
             self._registered[name] = None

@@ -30,7 +30,7 @@ from ..core.model import (
 )
 from ..core.plan import PlanError, check_service, deploy_order, plan_release
 from ..core.rules import slot_owner_alive
-from ..store.commits import commit, create_parents, missing_containers, missing_host_parents, transaction_bytes
+from ..store.commits import commit, create_parents, missing_containers, missing_host_parents, set_acls, stale_acls, transaction_bytes
 from ..store.reads import read_snapshot
 from .report import overall_state, rollout_report
 
@@ -63,11 +63,12 @@ class Change(object):
     warnings: tuple = ()
     result: dict = field(default_factory=dict)
     parents: tuple = ()
+    acls: tuple = ()
 
     @property
     def changed(self):
         """True when committing would change the tree."""
-        return bool(self.ops or self.parents)
+        return bool(self.ops or self.parents or self.acls)
 
     @property
     def diff(self):
@@ -157,16 +158,21 @@ def read_plan_apply(client, layout, planner, check_mode=False, acl=None, attempt
     for attempt in range(attempts):
         snapshot = read_snapshot(client, layout)
         change = planner(snapshot, missing_containers(client, layout))
-        parents = missing_host_parents(client, layout)
-        if parents:
-            change = replace(change, parents=tuple(parents), message="%s; created the own parents of %s" % (
-                change.message, ", ".join(path.rsplit("/", 1)[1] for path in parents)))
+        # Under an ACL profile: the own parents of hosts new to it, and the profile's ACL on the
+        # shared parents again, so that those hosts can write there too (outside the transaction).
+        parents, acls = missing_host_parents(client, layout), stale_acls(client, layout, sorted(snapshot.services))
+        if parents or acls:
+            notes = (["the own parents of %s" % ", ".join(path.rsplit("/", 1)[1] for path in parents)] if parents else []) + (
+                ["the profile's ACL on %s" % ", ".join(path for path, _acl in acls)] if acls else [])
+            change = replace(change, parents=tuple(parents), acls=tuple(acls), message="%s; %s %s" % (
+                change.message, "would give" if check_mode else "gave", " and ".join(notes)))
         check_writes(client, layout, change.ops, acl, max_request_bytes)
         if check_mode or not change.changed:
             return change
         try:
             apply(client, change, acl)
             create_parents(client, change.parents)
+            set_acls(client, change.acls)
             return change
         except WriteRefused:
             if attempt == attempts - 1:

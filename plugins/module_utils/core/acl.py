@@ -228,7 +228,7 @@ class AclProfile(object):
         """The hosts the agent identities are named after (``host_name``), sorted: each gets its own parent from the deployer."""
         return sorted({host_name(identity.scheme, identity.id) for identity in self.agents})
 
-    def host_refusal(self, acl, host):
+    def host_refusal(self, acl, host, own=False):
         """Why the ACL of ``hosts/<host>`` (``[(perms, scheme, id)]`` as ZooKeeper returns it) does not make it that host's, or None.
 
         Whoever may add or remove children there decides which registrations of the host a
@@ -247,6 +247,10 @@ class AclProfile(object):
         if strangers:
             return ("%s may add or remove its nodes, and is neither the deployer nor named after %s: the deployer deletes the node "
                     "and the next zkrollout.dc module that writes creates it again for %s's own identity" % (", ".join(strangers), host, host))
+        if own and not any(set("cd") <= set(perms) and names_host(scheme, ident, host) for perms, scheme, ident in acl):
+            # Made for an identity of the host that is no longer the profile's (a rotated password or certificate).
+            return ("it does not let %s's identity add and remove children (it was made for an older identity of %s?): the deployer "
+                    "deletes the node and the next zkrollout.dc module that writes creates it again" % (host, host))
         return None
 
     def acl(self, kind, host=None):

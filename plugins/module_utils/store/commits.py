@@ -10,7 +10,7 @@ all, and every delete and set is checked against the version that was read.
 
 from __future__ import annotations
 
-from .client import NodeExistsError, NoNodeError, RolledBackError, profile_of, request_bytes
+from .client import NodeExistsError, NoNodeError, RolledBackError, acl_entries, profile_acl, profile_of, request_bytes
 
 
 def missing_containers(client, layout):
@@ -30,6 +30,43 @@ def missing_host_parents(client, layout):
         return []
     pending = [(path, client.exists_async(path)) for path in (layout.host(host) for host in profile.host_names())]
     return [path for path, result in pending if result.get() is None]
+
+
+def stale_acls(client, layout, services):
+    """Under an ACL profile, ``[(path, ACL)]`` for the shared parents whose ACL is not the profile's (one pipelined round trip).
+
+    They are the nodes agents add children to (the containers ``roster``, ``current``, ``locks``,
+    ``agents`` and, per service of ``services``, its roster, instances, lock and the release's
+    three sub-trees). Their ACL names every agent identity, so an identity added to the profile
+    after they were created could not register, queue or take a slot until they get the
+    profile's ACL again. Only the deployer, who has the admin right there, sees the digests to compare.
+    """
+    profile = profile_of(client)
+    if profile is None:
+        return []
+    paths = [layout.roster, layout.current, layout.locks, layout.agents]
+    for name in services:
+        paths += [layout.service_roster(name), layout.current_service(name), layout.lock(name)] + layout.release_children(name)
+    pending = [(path, client.get_acls_async(path)) for path in paths]
+    stale = []
+    for path, answer in pending:
+        try:
+            current = answer.get()[0]
+        except NoNodeError:
+            continue
+        wanted = profile_acl(profile, layout.kind(path))
+        if sorted(acl_entries(current)) != sorted(acl_entries(wanted)):
+            stale.append((path, wanted))
+    return stale
+
+
+def set_acls(client, stale):
+    """Give each node of ``stale`` (``stale_acls``) its ACL, pipelined; one deleted meanwhile is skipped."""
+    for answer in [client.set_acls_async(path, acl) for path, acl in stale]:
+        try:
+            answer.get()
+        except NoNodeError:
+            pass
 
 
 def create_parents(client, paths):
