@@ -79,7 +79,7 @@ def agent_config(host, services, workdir, zk_hosts, root):
         "allowed_url_prefixes": ["https://artifacts.example/"],
         "trusted_keys": [release_signing.public_pem()],
         # The simulated instances never fail: a slow health worker keeps 3 x N threads from crowding the process.
-        "services": {name: {"install_dir": os.path.join(workdir, "install", name), "command": ["true"],
+        "services": {name: {"install_dir": os.path.join(workdir, "install", name), "command": ["true", "{version_dir}"],
                             "health": {"command": ["true"], "interval": 10.0}} for name in services},
     }
     os.makedirs(raw["state_dir"], exist_ok=True)
