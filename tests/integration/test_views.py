@@ -173,7 +173,8 @@ def _agent_on(client, layout, zk, tmp_path, host):
     config = parse_config({"host": host, "state_dir": str(tmp_path / "state"), "zookeeper": {"hosts": zk.hosts, "root": layout.root},
                            "allowed_url_prefixes": ["https://artifacts.example/"],
                            "trusted_keys": [release_signing.public_pem()],
-                           "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true", "{version_dir}"], "health": {"command": ["true"]}}}},
+                           "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true", "{version_dir}"],
+                                              "health": {"command": ["true"]}}}},
                           "test agent config")
     agent = Agent(config, client=client)
     instance = InMemoryInstance("1.0.0")
