@@ -21,12 +21,17 @@ description:
     (the quorum of a percentage is resolved against the roster). Agents add themselves to
     rosters but, under the ACL profile, may not remove anyone, so that no host can shrink a
     roster; a host still registered for the service or holding its slot is refused.
+  - V(prepare) creates the tree's containers and, under O(zk_acl_profile), the own parent
+    (C(hosts/<host>)) of every host the profile's agent identities are named after, and gives the
+    shared parents the profile's ACL again. Agents may create none of these under the profile, so
+    run it as the deployer before the agents start, and again after adding hosts to the profile.
+    Seeding a release does the same.
 options:
   action:
     description: What to do.
     type: str
     required: true
-    choices: [pause, resume, abort, retry, release_slot, leave_roster]
+    choices: [pause, resume, abort, retry, release_slot, leave_roster, prepare]
   service:
     description: The service, for O(action=retry), O(action=release_slot) and O(action=leave_roster).
     type: str
@@ -53,6 +58,18 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Create the tree and every host's own parent before the agents start (as the deployer)
+  zkrollout.dc.rollout_control:
+    action: prepare
+    zk_certfile: /etc/zkrollout/deployer.pem
+    zk_keyfile: /etc/zkrollout/deployer-key.pem
+    zk_tls: true
+    zk_ca: /etc/zkrollout/zk-ca.pem
+    zk_acl_profile:
+      deployer: ["x509:CN=deployer,O=example"]
+      agents: ["x509:CN=web1,O=example", "x509:CN=web2,O=example"]
+      readers: ["world:anyone"]
+
 - name: Pause the rollout during the incident
   zkrollout.dc.rollout_control:
     action: pause
@@ -106,7 +123,8 @@ def main():
     )
     params = module.params
     run_change(module, lambda snapshot, layout, missing: plan_control(
-        snapshot, layout, params["action"], service=params["service"], host=params["host"], force=params["force"], reason=params["reason"]))
+        snapshot, layout, params["action"], service=params["service"], host=params["host"], force=params["force"], reason=params["reason"],
+        missing=missing))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ route to a package index), and an inventory whose variables are the agent role's
 runs every service on the same port in its own namespace, so the independent monitor samples
 ``http://<host address>:<port>/health``.
 
+``secure=True`` is the recommended set-up of docs/security.md: the hosts and the controller reach
+ZooKeeper only over mutual TLS, each with a client certificate of its own (``CN=<host>`` for an
+agent, ``CN=deployer`` for the playbooks), and every node is created with the least-privilege
+ACL profile naming those x509 identities (``world:anyone`` reads). The plain client port stays
+open on the bridge for the tests' own read-only sessions.
+
 Command line, for molecule's create/destroy (the environment outlives one ansible-playbook)::
 
     python -m tests.bed.environment serve --dir D [--hosts 3] [--ensemble]
@@ -28,6 +34,7 @@ import sys
 import threading
 
 from . import signing as release_signing
+from . import tls as tls_material
 from .artifacts import ArtifactServer, build_artifacts
 from .fleet import NetnsFleet
 from .zookeeper import ZooKeeper
@@ -53,8 +60,10 @@ class FleetEnvironment(object):
     """Fleet + ZooKeeper + artifacts + inventory; ``start()``/``stop()`` or a context manager."""
 
     def __init__(self, hosts=6, services=None, ensemble=False, workdir=None, loop_wait=0.5, session_timeout=4.0,
-                 prefix="zkr", subnet="10.231.77"):
+                 prefix="zkr", subnet="10.231.77", secure=False):
         self.size = hosts
+        self.secure = secure
+        self.certificates = {}
         self.prefix = prefix
         self.subnet = subnet
         self.services = dict(services or DEFAULT_SERVICES)
@@ -76,8 +85,39 @@ class FleetEnvironment(object):
 
     @property
     def zk_hosts(self):
-        """The ZooKeeper connection string, as the hosts and the controller use it."""
+        """The ZooKeeper connection string, as the hosts and the controller use it (the TLS port when secure)."""
+        return self.zookeeper.secure_hosts if self.secure else self.zookeeper.hosts
+
+    @property
+    def plain_zk_hosts(self):
+        """The plain client port: for the tests' own sessions, which only read (as ``world:anyone`` when secure)."""
         return self.zookeeper.hosts
+
+    @property
+    def acl_profile(self):
+        """The least-privilege profile of a secure environment (x509 identities), else None."""
+        if not self.secure:
+            return None
+        return {"deployer": [self.x509_identity("deployer")], "agents": [self.x509_identity(host) for host in self.hosts],
+                "readers": ["world:anyone"]}
+
+    @staticmethod
+    def x509_identity(name):
+        """The profile entry of the certificate ``CN=<name>,O=example``."""
+        return "x509:CN=%s,O=example" % name
+
+    def tls_settings(self, name):
+        """``{tls, ca, certfile, keyfile}`` of identity ``name`` (a host, or ``deployer``) in a secure environment."""
+        certfile, keyfile = self.certificates[name]
+        return {"tls": True, "ca": self.zookeeper.tls.ca_cert, "certfile": certfile, "keyfile": keyfile}
+
+    def controller_vars(self):
+        """The playbooks' ``zkrollout_zk_*`` variables: the connection and, when secure, the deployer's identity and the profile."""
+        variables = {"zkrollout_zk_hosts": self.zk_hosts}
+        if self.secure:
+            variables.update({"zkrollout_zk_" + key: value for key, value in self.tls_settings("deployer").items()})
+            variables["zkrollout_zk_acl_profile"] = self.acl_profile
+        return variables
 
     @property
     def hosts(self):
@@ -88,7 +128,10 @@ class FleetEnvironment(object):
         """Build everything; on any failure, tear down what was built."""
         try:
             self.fleet = NetnsFleet(self.size, workdir=self.requested_workdir, subnet=self.subnet, prefix=self.prefix).start()
-            self.zookeeper = ZooKeeper(size=3 if self.ensemble else 1, client_address=self.fleet.gateway).start()
+            self.zookeeper = ZooKeeper(size=3 if self.ensemble else 1, client_address=self.fleet.gateway, tls=self.secure,
+                                       client_auth="need" if self.secure else "none").start()
+            if self.secure:
+                self.certificates = {name: tls_material.client_certificate(self.zookeeper.tls, name) for name in ["deployer"] + self.hosts}
             artifact_dir = os.path.join(self.fleet.workdir, "artifacts")
             self.artifacts = {name: build_artifacts(artifact_dir, name, VERSIONS) for name in self.services}
             self.server = ArtifactServer(artifact_dir, bind=self.fleet.gateway).start()
@@ -136,7 +179,7 @@ class FleetEnvironment(object):
 
     def host_vars(self, host):
         """The agent role's variables for ``host`` (paths inside the host's own directory)."""
-        return {
+        variables = {
             "zkrollout_agent_prefix": os.path.join(host.directory, "prefix"),
             "zkrollout_agent_config_dir": os.path.join(host.directory, "etc"),
             "zkrollout_agent_state_dir": os.path.join(host.directory, "state"),
@@ -150,6 +193,11 @@ class FleetEnvironment(object):
             "zkrollout_agent_services": "'%s'" % json.dumps(self.agent_services(host)),
             "zkrollout_agent_trusted_keys": "'%s'" % json.dumps([release_signing.public_line()]),
         }
+        if self.secure:
+            variables.update({"zkrollout_agent_zk_" + key: value for key, value in self.tls_settings(host.name).items()})
+            variables["zkrollout_agent_zk_tls"] = "true"
+            variables["zkrollout_agent_zk_acl_profile"] = "'%s'" % json.dumps(self.acl_profile)
+        return variables
 
     def write_inventory(self):
         """Write the inventory (group ``fleet``) and return its path."""

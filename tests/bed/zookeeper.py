@@ -189,8 +189,8 @@ class Member(object):
 
     @property
     def secure_hosts(self):
-        """``127.0.0.1:<secure client port>``, or None without TLS."""
-        return "%s:%d" % (LOOPBACK, self.secure_client_port) if self.secure_client_port else None
+        """``<client address>:<secure client port>``, or None without TLS."""
+        return "%s:%d" % (self.bed.client_address, self.secure_client_port) if self.secure_client_port else None
 
     @property
     def pid(self):
@@ -247,13 +247,13 @@ class Member(object):
             settings += [
                 ("serverCnxnFactory", "org.apache.zookeeper.server.NettyServerCnxnFactory"),
                 ("secureClientPort", self.secure_client_port),
-                ("secureClientPortAddress", LOOPBACK),
+                ("secureClientPortAddress", self.bed.client_address),
                 ("ssl.keyStore.location", files.server_keystore),
                 ("ssl.keyStore.type", "PEM"),
                 ("ssl.trustStore.location", files.ca_cert),
                 ("ssl.trustStore.type", "PEM"),
                 ("ssl.clientAuth", self.bed.client_auth),
-                # Clients connect from 127.0.0.1 with a certificate naming a person, not an address.
+                # Clients connect with a certificate naming a host or a person, not an address.
                 ("ssl.clientHostnameVerification", "false"),
             ]
         if len(peers) > 1:

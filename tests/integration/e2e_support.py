@@ -62,8 +62,8 @@ def other_good_version(version):
 class EndToEndFleet(object):
     """One FleetEnvironment driven through ansible-playbook; see the module docstring."""
 
-    def __init__(self, hosts=6, ensemble=False):
-        self.environment = FleetEnvironment(hosts=hosts, ensemble=ensemble)
+    def __init__(self, hosts=6, ensemble=False, secure=False):
+        self.environment = FleetEnvironment(hosts=hosts, ensemble=ensemble, secure=secure)
         self.layout = Layout(ROOT)
         self.client = None
         self.monitor = None
@@ -78,7 +78,7 @@ class EndToEndFleet(object):
             self.environment.start()
             self._control_dir = os.path.join(self.environment.fleet.workdir, "ssh-control")
             os.makedirs(self._control_dir, mode=0o700)
-            options = zkclient.ConnectionOptions(hosts=self.environment.zk_hosts, root=ROOT, timeout=10.0, session_timeout=10.0,
+            options = zkclient.ConnectionOptions(hosts=self.environment.plain_zk_hosts, root=ROOT, timeout=10.0, session_timeout=10.0,
                                                  connection_retries=-1)
             self.client = zkclient.connect(options)
         except BaseException:
@@ -156,8 +156,11 @@ class EndToEndFleet(object):
         return run
 
     def connection_vars(self):
-        """The playbooks' ZooKeeper connection, as extra vars."""
-        return ["zkrollout_zk_hosts=%s" % self.environment.zk_hosts, "zkrollout_zk_root=%s" % ROOT]
+        """The playbooks' ZooKeeper connection (the deployer's identity and the ACL profile when secure), as extra vars."""
+        path = os.path.join(self.environment.fleet.workdir, "connection.json")
+        with open(path, "w") as out:
+            json.dump(dict(self.environment.controller_vars(), zkrollout_zk_root=ROOT), out, indent=1)
+        return ["@%s" % path]
 
     def release(self, rollout_id, services):
         """The ``zkrollout_release`` for ``services`` = [(name, version, quorum, max_parallel, depends_on)]."""
@@ -324,10 +327,18 @@ def _command_line(pid):
 
 
 @contextlib.contextmanager
-def installed_fleet(ensemble=False):
-    """``with installed_fleet() as fleet:`` an EndToEndFleet with the agent installed on every host; closed (and checked) on exit."""
-    fleet = EndToEndFleet(ensemble=ensemble).start()
+def installed_fleet(ensemble=False, hosts=6, secure=False):
+    """``with installed_fleet() as fleet:`` an EndToEndFleet with the agent installed on every host; closed (and checked) on exit.
+
+    ``secure``: mutual TLS and the ACL profile (``FleetEnvironment``); the deployer prepares the
+    tree with ``playbooks/control.yml -e zkrollout_action=prepare`` before the role runs, as
+    README's secure set-up says.
+    """
+    fleet = EndToEndFleet(hosts=hosts, ensemble=ensemble, secure=secure).start()
     try:
+        if secure:
+            run = fleet.playbook("control.yml", fleet.connection_vars() + ["zkrollout_action=prepare"], timeout=120)
+            assert run.returncode == 0 and run.recap()["changed"] == 1, run.output
         fleet.install_agents()
         yield fleet
     finally:

@@ -427,3 +427,22 @@ def test_a_host_added_to_the_profile_later_can_write_once_the_deployer_runs_agai
     newcomer.create(layout.ready_prefix(SERVICE, "h3"), b"", ephemeral=True, sequence=True)
     _register(newcomer, layout, "h3")
     assert deployer.get_children(layout.host("h3")) == ["%s@1.0.0" % SERVICE]
+
+
+def test_prepare_creates_the_tree_and_each_hosts_own_parent_so_agents_can_start_before_any_release(ansible_adhoc, inventory, zk, zk_root,
+                                                                                                   layout, zk_connect):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+    agent = zk_connect(zk.hosts, root=zk_root, digest=AGENT, acl_profile=PROFILE)
+
+    checked = deployer("rollout_control", check_mode=True, action="prepare")
+    assert agent.exists(layout.roster) is None
+    prepared = deployer("rollout_control", action="prepare")
+    again = deployer("rollout_control", action="prepare")
+
+    assert checked["changed"] is True and prepared["changed"] is True and again["changed"] is False, (checked, prepared, again)
+    assert "the own parents of h1, h2" in prepared["msg"], prepared
+    agent.create(layout.service_roster(SERVICE), b"")
+    _register(agent, layout, "h1")
+    assert agent.get_children(layout.host("h1")) == ["%s@1.0.0" % SERVICE]
+    assert agent.exists(layout.rollout) is None

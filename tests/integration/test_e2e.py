@@ -172,6 +172,35 @@ def test_a_rollout_finishes_within_every_quorum_after_the_zookeeper_leader_is_ki
         assert_quorum_held(fleet, services, request, rollout_seconds=round(took, 1), killed_leader=leader.myid)
 
 
+def test_a_rollout_through_the_role_completes_under_the_acl_profile_over_mutual_tls_with_signed_releases(request):
+    # README's secure set-up: every host and the deployer have their own certificate, every node
+    # the least-privilege profile's ACL, every release the deployer's signature.
+    with installed_fleet(hosts=3, secure=True) as fleet:
+        services = a_b_c(fleet.settled_versions(), {"A": (2, 1), "B": ("50%", 1), "C": (2, 1)})
+        fleet.start_monitor()
+        fleet.seed(fleet.release("e2e-secure", services))
+        took = fleet.wait_done(ROLLOUT_TIMEOUT)
+        assert_on_targets(fleet, services, fleet.hosts)
+        fleet.stop_monitor()
+        fleet.assert_dependency_order(services)
+        assert_quorum_held(fleet, services, request, rollout_seconds=round(took, 1))
+
+        status = fleet.show_status()
+        assert status.returncode == 0 and status.custom_stats["zkrollout_state"] == "done", status.output
+        assert "NoAuth" not in fleet.agent_logs(lines=100000)
+        layout, identity = fleet.layout, fleet.environment.x509_identity
+        for host in fleet.hosts:
+            # Each host's own parent: only its identity may add or remove what a decision counts for it.
+            rights = {"x509:%s" % entry.id.id: entry.perms for entry in fleet.client.get_acls(layout.host(host))[0] if entry.id.scheme == "x509"}
+            assert rights[identity(host)] == 13 and rights[identity("deployer")] == 31, rights
+            assert not any(perms & ~1 for name, perms in rights.items() if name not in (identity(host), identity("deployer"))), rights
+            assert sorted(fleet.client.get_children(layout.host(host))) == ["%s@%s" % (service[0], service[1]) for service in services]
+        for name in fleet.services:
+            # A release: the deployer's alone; everyone else reads (world:anyone), so no agent is listed.
+            rights = {"%s:%s" % (entry.id.scheme, entry.id.id): entry.perms for entry in fleet.client.get_acls(layout.release(name))[0]}
+            assert rights == {identity("deployer"): 31, "world:anyone": 1}, rights
+
+
 def last_in_line(view, service, hosts):
     """The host furthest from an upgrade slot of ``service``: last in its ready queue, or not in it yet."""
     state = view.service(service)

@@ -325,5 +325,5 @@ def test_control_playbook_rejects_a_missing_or_unknown_action_before_any_write(p
     run = playbook("control.yml", *(["zkrollout_action=%s" % action] if action else []))
 
     _assert_failed(run)
-    assert "zkrollout_action must be one of pause, resume, abort, retry, release_slot, leave_roster (got %s)" % (action or "nothing") in run.output
+    assert "zkrollout_action must be one of pause, resume, abort, retry, release_slot, leave_roster, prepare (got %s)" % (action or "nothing") in run.output
     assert tree_view() == before

@@ -34,7 +34,7 @@ from ..store.commits import commit, create_parents, missing_containers, missing_
 from ..store.reads import read_snapshot
 from .report import overall_state, rollout_report
 
-CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot", "leave_roster")
+CONTROL_ACTIONS = ("pause", "resume", "abort", "retry", "release_slot", "leave_roster", "prepare")
 
 
 class WriteRefused(Exception):
@@ -443,8 +443,8 @@ _TRANSITIONS = {
 }
 
 
-def plan_control(snapshot, layout, action, service=None, host=None, force=False, reason="", now=None):
-    """Plan pause, resume, abort, retry (a failed service) or release_slot (a stale slot)."""
+def plan_control(snapshot, layout, action, service=None, host=None, force=False, reason="", now=None, missing=None):
+    """Plan pause, resume, abort, retry (a failed service), release_slot (a stale slot), leave_roster or prepare (``missing``: the containers to create)."""
     now = time.time() if now is None else now
     rollout = snapshot.rollout
     validate_optional(validate_name("service"))(service, (None, ""), "service")
@@ -455,6 +455,8 @@ def plan_control(snapshot, layout, action, service=None, host=None, force=False,
         return _plan_release_slot(snapshot, layout, service, host, force, now)
     if action == "leave_roster":
         return _plan_leave_roster(snapshot, layout, service, host, force)
+    if action == "prepare":
+        return _plan_prepare(layout, missing)
     if rollout is None:
         raise WriteRefused("there is no rollout at %s to %s; seed one with zkrollout.dc.rollout" % (layout.rollout, action))
     before = {"rollout": rollout.to_dict()}
@@ -508,6 +510,14 @@ def _plan_leave_roster(snapshot, layout, service, host, force):
     after = {"roster": {service: [other for other in state.roster if other != host]}}
     return Change(ops=(Op("delete", layout.roster_member(service, host)),), before=before, after=after,
                   message="removed %s from the roster of %s" % (host, service))
+
+
+def _plan_prepare(layout, missing):
+    """Create the containers agents may not create under an ACL profile (``read_plan_apply`` adds the hosts' own parents)."""
+    missing = list(missing or ())
+    return Change(ops=tuple(_ensure_containers(missing)), before={"containers": [path for path in layout.containers() if path not in missing]},
+                  after={"containers": list(layout.containers())},
+                  message="created %s" % ", ".join(missing) if missing else "the containers under %s exist" % layout.root)
 
 
 def _host_action_service(snapshot, action, service, host):
