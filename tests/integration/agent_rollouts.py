@@ -24,13 +24,13 @@ import tempfile
 import threading
 import time
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report
 from ansible_collections.zkrollout.dc.plugins.module_utils.core import model
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout, split_registration
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import reads
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.agents import AgentFleet
@@ -262,8 +262,13 @@ class RolloutBed(object):
         return rollout_report(self.snapshot())
 
     def registrations(self, service):
-        """``{host: version}`` registered in ``current/<service>`` now."""
-        return dict(self.snapshot().service(service).registrations)
+        """``{host: version}`` registered in ``current/<service>`` now: the listing itself, also under an ACL profile (where a
+        snapshot counts only what the hosts' own parents confirm)."""
+        try:
+            names = self.client.get_children(self.layout.current_service(service))
+        except NoNodeError:
+            return {}
+        return dict(parsed for parsed in map(split_registration, names) if parsed is not None)
 
     def slot_holders(self, service):
         """Hosts holding an upgrade slot of ``service`` right now."""

@@ -26,7 +26,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Fai
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import profile_acl, request_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import transaction_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import release_slot, take_slot
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
 
 from . import tree
@@ -61,13 +61,22 @@ def _register(client, layout, host, version="1.0.0"):
     return layout.registration_nodes(SERVICE, host, version)
 
 
+def _record_failure(client, layout, host, reason):
+    """Record ``host``'s failure as its agent does: the index's record and the copy in the host's own parent, in one transaction."""
+    transaction = client.transaction()
+    transaction.create(layout.failure(SERVICE, host), _failure(reason).to_bytes())
+    transaction.create(layout.host_failure(host, SERVICE), b"")
+    assert not any(isinstance(result, Exception) for result in transaction.commit())
+
+
 def _seed_rollout(deployer, other_agent, layout):
     """A staged release, its deploy entry and rollout node; the other agent's roster entry, registration, slot and failure record."""
     tree.seed(deployer, layout, tree.release(tree.service(SERVICE, version="2.0.0", quorum=1)))
     other_agent.create(layout.roster_member(SERVICE, "h2"), b"", makepath=True)
     _register(other_agent, layout, "h2")
-    other_agent.create(layout.slot(SERVICE, "h2"), _slot("h2").to_bytes())
-    other_agent.create(layout.failure(SERVICE, "h2"), _failure("h2 failed its health check").to_bytes())
+    taken, reason, _snapshot = take_slot(other_agent, layout, SERVICE, "h2", _slot("h2"), allow=lambda snapshot: (True, "test"))
+    assert taken, reason
+    _record_failure(other_agent, layout, "h2", "h2 failed its health check")
 
 
 @pytest.fixture
@@ -77,9 +86,9 @@ def digest_bed(zk, zk_connect, zk_root, layout):
     def connect(identity):
         return zk_connect(zk.hosts, root=zk_root, digest=identity, acl_profile=PROFILE)
 
-    deployer = connect(DEPLOYER)
-    _seed_rollout(deployer, connect(OTHER_AGENT), layout)
-    return SimpleNamespace(deployer=deployer, agent=connect(AGENT), reader=connect(READER),
+    deployer, other = connect(DEPLOYER), connect(OTHER_AGENT)
+    _seed_rollout(deployer, other, layout)
+    return SimpleNamespace(deployer=deployer, agent=connect(AGENT), reader=connect(READER), other=other,
                            intruder=zk_connect(zk.hosts, root=zk_root, digest=AGENT))
 
 
@@ -108,6 +117,10 @@ FORBIDDEN = [
     ("delete-its-own-host-parent", lambda c, lay: c.delete(lay.host("h1"))),
     ("register-under-another-hosts-parent", lambda c, lay: c.create(lay.host_registration("h2", SERVICE, "9.9.9"), b"", ephemeral=True)),
     ("delete-another-hosts-registration-copy", lambda c, lay: c.delete(lay.host_registration("h2", SERVICE, "1.0.0"))),
+    ("delete-another-hosts-slot-copy", lambda c, lay: c.delete(lay.host_slot("h2", SERVICE))),
+    ("delete-another-hosts-failure-copy", lambda c, lay: c.delete(lay.host_failure("h2", SERVICE))),
+    ("forge-a-slot-copy-in-another-hosts-parent", lambda c, lay: c.create(lay.host_slot("h2", "other"), b"")),
+    ("forge-a-failure-copy-in-another-hosts-parent", lambda c, lay: c.create(lay.host_failure("h2", "other"), b"")),
     ("delete-another-hosts-parent", lambda c, lay: c.delete(lay.host("h2"), recursive=True)),
     ("change-acl-of-another-hosts-parent", lambda c, lay: c.set_acls(lay.host("h2"), OPEN_ACL_UNSAFE)),
     ("change-acl-of-the-hosts-container", lambda c, lay: c.set_acls(lay.hosts, OPEN_ACL_UNSAFE)),
@@ -152,6 +165,8 @@ ALLOWED = [
     ("ready-member", lambda c, lay: c.create(lay.ready_prefix(SERVICE, "h1"), b"", ephemeral=True, sequence=True)),
     ("slot", _take_slot),
     ("failure-record", lambda c, lay: c.create(lay.failure(SERVICE, "h1"), _failure("h1 failed").to_bytes())),
+    ("slot-copy", lambda c, lay: c.create(lay.host_slot("h1", SERVICE), b"")),
+    ("failure-copy", lambda c, lay: c.create(lay.host_failure("h1", SERVICE), b"")),
     ("lock-contender", _lock_contender),
     ("presence", lambda c, lay: c.create(lay.agent("h1"), b"", ephemeral=True)),
 ]
@@ -364,6 +379,54 @@ def test_a_registration_another_agent_deleted_from_the_shared_listing_still_coun
 
     assert counted == {"h2": "1.0.0"}
     assert "web 1.0.0 on h2 is missing from the service's listing" in problems
+
+
+def _held(client, layout):
+    """The slots and failure records the fresh read of a slot decision counts, and its problems."""
+    taken, _reason, snapshot = take_slot(client, layout, SERVICE, "h1", _slot("h1"), allow=lambda snapshot: (False, "only looking"))
+    assert not taken
+    state = snapshot.service(SERVICE)
+    return sorted(state.slots), sorted(state.failures), " ".join(state.problems)
+
+
+def test_a_slot_and_a_failure_record_another_agent_deleted_from_the_shared_listings_still_count(digest_bed, layout):
+    # h1's agent frees h2's slot (one more host could start) and lifts h2's halt, in the index.
+    digest_bed.intruder.delete(layout.slot(SERVICE, "h2"))
+    digest_bed.intruder.delete(layout.failure(SERVICE, "h2"))
+
+    slots, failures, problems = _held(digest_bed.agent, layout)
+
+    assert (slots, failures) == (["h2"], ["h2"]), problems
+    assert "slot of web on h2 is missing from the service's listing" in problems
+    assert "failure record of web on h2 is missing from the service's listing" in problems
+
+
+def test_a_slot_and_a_failure_record_another_agent_forged_in_the_shared_listings_are_not_counted(digest_bed, layout):
+    other, intruder = digest_bed.other, digest_bed.intruder
+    assert release_slot(other, layout, SERVICE, "h2", owner="agent:h2")
+    other.delete(layout.host_failure("h2", SERVICE))
+    other.delete(layout.failure(SERVICE, "h2"))
+    intruder.create(layout.slot(SERVICE, "h2"), _slot("h2").to_bytes())
+    intruder.create(layout.failure(SERVICE, "h2"), _failure("forged").to_bytes())
+
+    slots, failures, problems = _held(digest_bed.agent, layout)
+
+    assert (slots, failures) == ([], []), problems
+    assert "slot of web on h2 is not in that host's own parent" in problems and "failure record of web on h2 is not in" in problems
+
+
+def test_a_retry_clears_a_failure_counted_from_the_hosts_own_parent(ansible_adhoc, inventory, zk, zk_root, layout, digest_bed):
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+    digest_bed.intruder.delete(layout.failure(SERVICE, "h2"))
+    halted = deployer("rollout_info")
+
+    retried = deployer("rollout_control", action="retry", service=SERVICE)
+
+    assert halted["services"][SERVICE]["failures"], halted["services"][SERVICE]
+    assert retried["changed"] is True and "cleared failures on h2" in retried["msg"], retried
+    assert sorted(digest_bed.deployer.get_children(layout.host("h2"))) == ["slot:%s" % SERVICE, "%s@1.0.0" % SERVICE]
+    assert _held(digest_bed.agent, layout)[:2] == (["h2"], [])
 
 
 def test_a_host_parent_left_open_from_before_the_profile_counts_nothing(digest_bed, layout, zk, zk_connect):

@@ -11,13 +11,16 @@ quorum, no agent was refused a write, and what each agent created belongs to its
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import create_parents, missing_host_parents
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
-from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, ArtifactStore, rollout_beds
+from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V1, V2, V3_BROKEN, ArtifactStore, rollout_beds
 
 pytestmark = [pytest.mark.zookeeper]
 
@@ -114,3 +117,29 @@ def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_
 
         fleet.assert_quorum({"A": QUORUM}, request)
         assert sorted(deployer.get_children(layout.current_service("A"))) == ["%s@%s" % (host, V2) for host in HOSTS]
+
+
+@pytest.mark.timeout(240)
+def test_a_failure_record_another_agent_deleted_from_the_listing_still_halts_the_rollout(store, zk_connect, zk_root, request):
+    hosts, deployer, host_options, _identity_of = _digest_identities(request, zk_connect, zk_root)
+    layout = Layout(zk_root)
+    for path in layout.containers():
+        deployer.ensure_path(path)
+    create_parents(deployer, missing_host_parents(deployer, layout))
+    intruder = zk_connect(hosts, root=zk_root, digest="h1:h1-secret")
+    with rollout_beds(store, hosts, zk_root, deployer) as make:
+        fleet = make(hosts=list(HOSTS), services=("A",), zookeeper=host_options, health={"deadline": 3.0}).start()
+
+        fleet.seed({"A": {"version": V3_BROKEN, "quorum": QUORUM}})
+        fleet.wait_for(lambda: deployer.get_children(layout.failures("A")) and not deployer.get_children(layout.slots("A")), 90,
+                       "a failure of A recorded and its slot released")
+        [failed] = deployer.get_children(layout.failures("A"))
+        assert "failed:A" in deployer.get_children(layout.host(failed)), "the agent wrote no copy of its failure record"
+        intruder.delete(layout.failure("A", failed))
+        # Long enough for the other hosts to take their turns, were the deleted record what halts.
+        time.sleep(3 * fleet.fleet.loop_wait + 2.0)
+
+        assert deployer.get_children(layout.slots("A")) == []
+        assert [host for host in HOSTS if fleet.fleet.local_state(host).get("A").previous is not None] == [failed]
+        assert report.verdict(fleet.snapshot(), "A")[0] == "halted"
+        fleet.assert_quorum({"A": QUORUM}, request)

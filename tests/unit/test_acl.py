@@ -50,6 +50,8 @@ PATHS = [
     (LAYOUT.hosts, kinds.HOSTS),
     (LAYOUT.host("h1"), kinds.HOST),
     (LAYOUT.host_registration("h1", "web", "1.2.0+b7"), kinds.HOST_REGISTRATION),
+    (LAYOUT.host_slot("h1", "web"), kinds.HOST_SLOT),
+    (LAYOUT.host_failure("h1", "web"), kinds.HOST_FAILURE),
 ]
 
 
@@ -65,7 +67,8 @@ def test_every_kind_has_a_path_and_a_rule():
 @pytest.mark.parametrize("path", [
     "/other", "/team/dcx", "/team/dc/unknown", "/team/dc/rollout/x", "/team/dc/staging/web/other", "/team/dc/staging/web/ready/h1-/x",
     "/team/dc/current/web/h1", "/team/dc/roster/web/h1/x", "/team/dc/roster/../rollout", "/team/dc/agents/h1/x", "team/dc",
-    "/team/dc/hosts/h1/web", "/team/dc/hosts/h1/web@1.0/x", "/team/dc/hosts/../rollout",
+    "/team/dc/hosts/h1/web", "/team/dc/hosts/h1/web@1.0/x", "/team/dc/hosts/../rollout", "/team/dc/hosts/h1/slot:", "/team/dc/hosts/h1/lock:web",
+    "/team/dc/hosts/h1/slot:web/x",
 ])
 def test_a_path_outside_the_tree_is_refused_by_name(path):
     with pytest.raises(LayoutError, match="rollout tree|absolute"):
@@ -125,6 +128,8 @@ TABLE = [
     (kinds.HOSTS, DEPLOYERS_ONLY),
     (kinds.HOST, DEPLOYERS_ONLY),
     (kinds.HOST_REGISTRATION, CREATORS),
+    (kinds.HOST_SLOT, CREATORS),
+    (kinds.HOST_FAILURE, CREATORS),
 ]
 
 

@@ -550,16 +550,39 @@ class Agent(object):
                 self._delete_quietly(path)
 
     def record_failure(self, name, version, stage, reason, rolled_back_to=None):
-        """Write ``failed/<host>`` for the service (create or replace)."""
+        """Write ``failed/<host>`` for the service (create or replace); under an ACL profile with its copy in our own parent, at once.
+
+        The copy (``layout.host_failure``) is what halts the service for a decision: another host
+        can delete the record from the shared listing, never the copy.
+        """
         path = self.layout.failure(name, self.host)
+        copy = self.layout.host_failure(self.host, name) if self._own_parent else None
         data = Failure(version=version, stage=stage, reason=printable(reason, FAILURE_REASON_CHARS), at=time.time(),
                        rolled_back_to=rolled_back_to).to_bytes()
-        try:
-            self.client.create(path, data)
-        except NodeExistsError:
-            self.client.set(path, data)
-        except NoNodeError:
-            self.log.warning("service %s: cannot record the failure, the release was removed", name)
+        for _attempt in range(3):
+            sent = [self.client.exists_async(node) for node in (path, copy) if node]
+            stat, copy_stat = [answer.get() for answer in sent] + ([] if copy else [None])
+            transaction = self.client.transaction()
+            if stat is None:
+                transaction.create(path, data)
+            else:
+                transaction.set_data(path, data)
+            if copy and copy_stat is None:
+                transaction.create(copy, b"")
+            results = transaction.commit()
+            errors = [result for result in results if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
+            if not errors:
+                return
+            if isinstance(results[0], NoNodeError) and stat is None:
+                self.log.warning("service %s: cannot record the failure, the release was removed", name)
+                return
+            if copy and isinstance(results[-1], (NoNodeError, NoAuthError)) and copy_stat is None:
+                # Our own parent is gone or not ours (see _ensure_own_parent): record in the listing alone.
+                self.log.error("service %s: cannot write %s (%s): the failure is recorded in %s alone, which decisions under the "
+                               "ACL profile do not count", name, copy, results[-1].__class__.__name__, path)
+                self._roster_written, self._own_parent, copy = False, False, None
+        # Raced three times with another writer of the same nodes: the next iteration records it again.
+        self.log.warning("service %s: recording the failure raced with another writer; trying again later", name)
 
     # Actions.
     def perform(self, name, decision, snapshot):

@@ -103,6 +103,8 @@ RULES = {
     kinds.HOST: Rule(deployer=ALL, agents=READ, readers=READ, creator="", owner="rcd",
                      reason="the host's own parent: only its agent and the deployer add or remove what a decision counts"),
     kinds.HOST_REGISTRATION: _agents_own("the host's copy of its registration, the one a decision that stops an instance counts"),
+    kinds.HOST_SLOT: _agents_own("the host's copy of its slot, the one a decision counts against max_parallel"),
+    kinds.HOST_FAILURE: _agents_own("the host's copy of its failure record, the one that halts the service for a decision"),
 }
 
 

@@ -21,6 +21,8 @@ Tree (see docs/architecture.md)::
     <root>/agents/<host>                        the host's agent is connected (ephemeral)
     <root>/hosts/<host>                         under an ACL profile, the host's own parent: only its agent adds or removes children
     <root>/hosts/<host>/<svc>@<version>         under an ACL profile, the host's copy of its registration (ephemeral)
+    <root>/hosts/<host>/slot:<svc>              under an ACL profile, the copy of the host's upgrade slot (persistent)
+    <root>/hosts/<host>/failed:<svc>            under an ACL profile, the copy of the host's failure record (persistent)
     <root>/sessions/<session>                   a controller's session is alive (ephemeral)
 """
 
@@ -39,6 +41,10 @@ _SEQUENCE_RE = re.compile(r"\A(?P<name>" + NAME_PATTERN + r")-(?P<seq>[0-9]{10})
 # '@' appears in neither names nor versions.
 REGISTRATION_SEPARATOR = "@"
 _REGISTRATION_RE = re.compile(r"\A(?P<host>" + NAME_PATTERN + r")@(?P<version>" + VERSION_PATTERN + r")\Z")
+# The copies of a host's slot and failure record in its own parent: ``slot:<svc>``, ``failed:<svc>``.
+# ':' appears in no name, so they never read as registrations.
+HOST_SLOT_PREFIX, HOST_FAILURE_PREFIX = "slot:", "failed:"
+_HOST_MARK_RE = re.compile(r"\A(?P<mark>slot|failed):(?P<service>" + NAME_PATTERN + r")\Z")
 
 
 class LayoutError(ValueError):
@@ -75,10 +81,12 @@ SESSION = "controller session"
 HOSTS = "hosts"
 HOST = "host parent"
 HOST_REGISTRATION = "host registration"
+HOST_SLOT = "host slot"
+HOST_FAILURE = "host failure record"
 
 NODE_KINDS = (ROOT_ANCESTOR, ROOT, ROSTER, CURRENT, STAGING, DEPLOY, LOCKS, AGENTS, SESSIONS, SERVICE_ROSTER, ROSTER_MEMBER,
               CURRENT_SERVICE, REGISTRATION, RELEASE, READY_QUEUE, SLOTS, FAILURES, READY_MEMBER, SLOT, FAILURE, DEPLOY_ENTRY,
-              ROLLOUT, SERVICE_LOCK, LOCK_CONTENDER, PRESENCE, SESSION, HOSTS, HOST, HOST_REGISTRATION)
+              ROLLOUT, SERVICE_LOCK, LOCK_CONTENDER, PRESENCE, SESSION, HOSTS, HOST, HOST_REGISTRATION, HOST_SLOT, HOST_FAILURE)
 
 _TOP_KINDS = {"roster": ROSTER, "current": CURRENT, "staging": STAGING, "deploy": DEPLOY, "locks": LOCKS, "agents": AGENTS,
               "sessions": SESSIONS, "rollout": ROLLOUT, "hosts": HOSTS}
@@ -124,6 +132,14 @@ def split_registration(node_name):
     return match.group("host"), match.group("version")
 
 
+def split_host_mark(node_name):
+    """``("slot" | "failed", service)`` for the copy of a slot or failure record in a host's own parent; None otherwise."""
+    match = _HOST_MARK_RE.match(node_name)
+    if not match:
+        return None
+    return match.group("mark"), match.group("service")
+
+
 def split_sequential(node_name):
     """Split a sequential child name ``<name>-0000000042`` into ``(name, 42)``.
 
@@ -167,8 +183,11 @@ class Layout(object):
         for depth, segment in enumerate(segments[1:], 1):
             if kind == RELEASE and depth == 2:
                 kind = _RELEASE_SUBTREES.get(segment)
-            elif kind in (CURRENT_SERVICE, HOST):
-                kind = (REGISTRATION if kind == CURRENT_SERVICE else HOST_REGISTRATION) if split_registration(segment) else None
+            elif kind == CURRENT_SERVICE:
+                kind = REGISTRATION if split_registration(segment) else None
+            elif kind == HOST:
+                mark = split_host_mark(segment)
+                kind = HOST_REGISTRATION if split_registration(segment) else {"slot": HOST_SLOT, "failed": HOST_FAILURE}.get(mark and mark[0])
             else:
                 kind = _CHILD_KINDS.get(kind) if _NAME_RE.match(segment) else None
             if kind is None:
@@ -230,7 +249,7 @@ class Layout(object):
         """The host's own parent: its ACL lets only that host's agent (and the deployer) add or remove children.
 
         With an ACL profile, what a decision that stops an instance counts is confirmed here
-        (``store.reads.confirm_registrations``): the service-wide listings, which every agent may
+        (``store.reads.confirm_own_records``): the service-wide listings, which every agent may
         add to and remove from, are only an index (docs/security.md).
         """
         return self._join("hosts", check_name("host", host))
@@ -241,6 +260,14 @@ class Layout(object):
         if not isinstance(version, str) or split_registration(node) is None:
             raise LayoutError("invalid version %r for a registration of %s on %s" % (version, service, host))
         return self._join("hosts", check_name("host", host), node)
+
+    def host_slot(self, host, service):
+        """The copy of ``host``'s upgrade slot of ``service`` in its own parent: created and deleted with the slot under an ACL profile."""
+        return self._join("hosts", check_name("host", host), HOST_SLOT_PREFIX + check_name("service", service))
+
+    def host_failure(self, host, service):
+        """The copy of ``host``'s failure record of ``service`` in its own parent: created and deleted with the record under an ACL profile."""
+        return self._join("hosts", check_name("host", host), HOST_FAILURE_PREFIX + check_name("service", service))
 
     def registration_nodes(self, service, host, version):
         """Both nodes of one registration, created and deleted together under an ACL profile: the index's and the host's copy."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .layout import split_registration
+from .layout import split_host_mark, split_registration
 from .model import ReleaseEntry, RolloutState
 
 
@@ -46,6 +46,11 @@ class ServiceState(object):
     ``problems`` names every malformed node of the service; ``missing_subtrees`` the sub-trees
     (ready, upgrading, failed) that a staged release lacks (deleted by hand): staging repairs them.
     ``refusal`` is set (and ``release`` None) when an agent refused the staged entry (core.signing).
+    ``own_records`` (only in a snapshot ``confirmed`` under an ACL profile) maps each host whose
+    own parent is genuine to the names of this service's nodes there (``<svc>@<version>``,
+    ``slot:<svc>``, ``failed:<svc>``): what a writer deletes along with the index's nodes;
+    ``listed_slots``/``listed_failures`` (there too) are the hosts whose node the index holds,
+    counted or not (None: the keys of ``slots``/``failures``).
     """
 
     name: str
@@ -60,6 +65,28 @@ class ServiceState(object):
     missing_subtrees: tuple = ()
     slot_mtimes: dict = field(default_factory=dict)
     refusal: ReleaseRefusal = None
+    own_records: dict = field(default_factory=dict)
+    listed_slots: frozenset = None
+    listed_failures: frozenset = None
+
+    def own_record(self, host, name):
+        """True if ``host``'s own parent holds ``name`` (a snapshot not confirmed holds none)."""
+        return name in self.own_records.get(host, ())
+
+    def held_nodes(self, layout, kind, hosts=None):
+        """The paths that hold ``kind`` (``"slot"`` or ``"failed"``) for ``hosts`` (default: all): the index's node and the host's copy.
+
+        What a writer deletes to free a slot or clear a failure record: the index's node only
+        where the index holds one (forged or not), the copy only where the host's own parent does.
+        """
+        slot = kind == "slot"
+        listed = self.listed_slots if slot else self.listed_failures
+        listed = frozenset(self.slots if slot else self.failures) if listed is None else listed
+        hosts = sorted(listed | set(self.slots if slot else self.failures)) if hosts is None else hosts
+        index = layout.slot if slot else layout.failure
+        copy = layout.host_slot if slot else layout.host_failure
+        return ([index(self.name, host) for host in hosts if host in listed] +
+                [copy(host, self.name) for host in hosts if self.own_record(host, "%s:%s" % (kind, self.name))])
 
     @property
     def ready_hosts(self):
@@ -77,6 +104,8 @@ class Snapshot(object):
 
     ``live_agents`` (hosts whose agent is connected) and ``live_sessions`` (controller
     sessions) are None when the read did not ask for them (an agent's own view).
+    ``own_parents`` are the hosts whose own parent was found genuine, in a snapshot ``confirmed``
+    under an ACL profile; None otherwise.
     """
 
     rollout: RolloutState = None
@@ -88,6 +117,7 @@ class Snapshot(object):
     exists: bool = True
     live_agents: frozenset = None
     live_sessions: frozenset = None
+    own_parents: frozenset = None
 
     def service(self, name):
         """The ServiceState of ``name`` (empty if the tree knows nothing of it)."""
@@ -121,24 +151,63 @@ class Snapshot(object):
         return [(name, host, slot) for name, state in sorted(self.services.items()) for host, slot in sorted(state.slots.items())]
 
 
+def _own_marks(children, name):
+    """``(versions, marks)`` of service ``name`` in one host's own parent: registered versions, and ``slot``/``failed`` copies."""
+    versions, marks = [], set()
+    for node in children:
+        registration, mark = split_registration(node), split_host_mark(node)
+        if registration is not None and registration[0] == name:
+            versions.append(registration[1])
+        elif mark is not None and mark[1] == name:
+            marks.add(mark[0])
+    return versions, marks
+
+
+def _confirm_held(kind, name, index, marked, records):
+    """``(confirmed, notes)`` for the slots or failure records ``index`` of ``name`` against the copies ``marked`` (hosts).
+
+    A node of a host without a genuine own parent cannot be checked and counts, which only makes
+    a decision stricter; one whose host's parent lacks the copy was written by another host and
+    does not count; a copy whose node is missing from the index (deleted by another host) counts,
+    with an unknown payload (None), which still holds a slot or halts.
+    """
+    held, notes = {}, []
+    for host, payload in sorted(index.items()):
+        if host not in records or host in marked:
+            held[host] = payload
+        else:
+            notes.append("the %s of %s on %s is not in that host's own parent: not counted (written by another host)" % (kind, name, host))
+    for host in sorted(marked - set(index)):
+        held[host] = None
+        notes.append("the %s of %s on %s is missing from the service's listing (deleted by another host?): counted from that host's "
+                     "own parent" % (kind, name, host))
+    return held, notes
+
+
 def confirmed(snapshot, names, records, problems=()):
-    """``snapshot`` with the registrations of ``names`` taken from the hosts' own parents instead of the service-wide index.
+    """``snapshot`` with what a decision counts for ``names`` taken from the hosts' own parents instead of the service-wide index.
 
     ``records`` maps each host whose own parent is genuine (``AclProfile.host_refusal``) to its
-    children (``<svc>@<version>``); a host missing there counts as not registered. So a
-    registration another agent forged in ``current/<svc>`` is not counted, and one it deleted
-    there still is. Each disagreement with the index, and each of ``problems`` (``(host,
-    sentence)``), becomes a problem of the service, named by path.
+    children (``<svc>@<version>``, ``slot:<svc>``, ``failed:<svc>``). Registrations come from
+    there alone: a host missing there counts as not registered, so a registration another agent
+    forged in ``current/<svc>`` is not counted, and one it deleted there still is. Slots and
+    failure records are confirmed the same way (``_confirm_held``), so no other host can free a
+    slot (and with it ``max_parallel``) or lift a halt. Each disagreement with the index, and each
+    of ``problems`` (``(host, sentence)``), becomes a problem of the service, named by path.
     """
     services = dict(snapshot.services)
     for name in names:
         state = snapshot.service(name)
-        versions = {}
+        versions, slot_marks, failure_marks, own = {}, set(), set(), {}
         for host, children in records.items():
-            for node in children:
-                parsed = split_registration(node)
-                if parsed is not None and parsed[0] == name:
-                    versions[host] = min(versions[host], parsed[1]) if host in versions else parsed[1]
+            found, marks = _own_marks(children, name)
+            if found:
+                versions[host] = min(found)
+            if "slot" in marks:
+                slot_marks.add(host)
+            if "failed" in marks:
+                failure_marks.add(host)
+            own[host] = frozenset(["%s@%s" % (name, version) for version in found] + ["%s:%s" % (mark, name) for mark in marks])
         notes = [sentence for host, sentence in problems if host in set(state.roster) | set(state.registrations)]
         for host, version in sorted(state.registrations.items()):
             if versions.get(host) != version:
@@ -148,5 +217,9 @@ def confirmed(snapshot, names, records, problems=()):
             if host not in state.registrations:
                 notes.append("the registration of %s %s on %s is missing from the service's listing (deleted by another host?): "
                              "counted from that host's own parent" % (name, version, host))
-        services[name] = replace(state, registrations=versions, problems=state.problems + tuple(notes))
-    return replace(snapshot, services=services)
+        slots, slot_notes = _confirm_held("slot", name, state.slots, slot_marks, records)
+        failures, failure_notes = _confirm_held("failure record", name, state.failures, failure_marks, records)
+        services[name] = replace(state, registrations=versions, slots=slots, failures=failures, own_records=own,
+                                 listed_slots=frozenset(state.slots), listed_failures=frozenset(state.failures),
+                                 problems=state.problems + tuple(notes + slot_notes + failure_notes))
+    return replace(snapshot, services=services, own_parents=frozenset(records))

@@ -225,7 +225,10 @@ def read_snapshot(client, layout, services=None, liveness=None):
     With ``services``, only those services are read (plus the rollout node and the deploy
     queue); without, every service named anywhere in the tree, and the deploy entries' payloads.
     ``liveness`` (default: when reading the whole tree) also lists the agents' presence nodes
-    and the controllers' session nodes, one listing each, in the same round trip.
+    and the controllers' session nodes, one listing each, in the same round trip. Under an ACL
+    profile (``client.profile_of``) what the snapshot counts is confirmed by the hosts' own
+    parents (``confirm_own_records``), so reports, controllers' plans and decisions alike see
+    neither what an agent forged in the shared listings nor miss what it deleted there.
     """
     reader = Reader(client)
     whole = services is None
@@ -242,7 +245,7 @@ def read_snapshot(client, layout, services=None, liveness=None):
     if whole:
         payloads = reader.payloads([layout.deploy_entry(m.node) for m in deploy_queue], DeployEntry)
         deploy_entries = {_leaf(path): payload for path, (payload, _version) in payloads.items() if payload is not None}
-    return Snapshot(
+    snapshot = Snapshot(
         rollout=rollout,
         rollout_version=rollout_version,
         deploy_queue=deploy_queue,
@@ -252,17 +255,21 @@ def read_snapshot(client, layout, services=None, liveness=None):
         live_agents=frozenset(alive.get(layout.agents) or ()) if liveness else None,
         live_sessions=frozenset(alive.get(layout.sessions) or ()) if liveness else None,
     )
+    profile = profile_of(client)
+    return snapshot if profile is None else confirm_own_records(client, layout, snapshot, sorted(states), profile)
 
 
-def confirm_registrations(client, layout, snapshot, names, profile):
-    """``snapshot`` with the registrations of ``names`` confirmed by each host's own parent (``core.snapshot.confirmed``).
+def confirm_own_records(client, layout, snapshot, names, profile):
+    """``snapshot`` with the registrations, slots and failure records of ``names`` confirmed by each host's own parent (``core.snapshot.confirmed``).
 
-    One pipelined listing per host of those services (roster or index), plus, the first time a
-    host's parent is seen (or after it was re-created or its ACL changed), its ACL. That is the
-    price of the ACL profile, paid only by the decision that stops an instance: every agent may
-    add to and remove from the service-wide listings, only the host itself to its own parent.
+    One pipelined listing per host of those services (roster, or a node in the index), plus,
+    the first time a host's parent is seen (or after it was re-created or its ACL changed), its
+    ACL. That is the price of the ACL profile, paid by the reads of controllers and by the
+    decision that stops an instance, never by an agent's own view: every agent may add to and
+    remove from the service-wide listings, only the host itself to its own parent.
     """
-    hosts = sorted(set().union(*(set(snapshot.service(name).roster) | set(snapshot.service(name).registrations) for name in names)))
+    hosts = sorted(set().union(*(set(state.roster) | set(state.registrations) | set(state.slots) | set(state.failures)
+                                 for state in (snapshot.service(name) for name in names))))
     sent = [(host, client.get_children_async(layout.host(host), include_data=True)) for host in hosts]
     known = _GENUINE_HOSTS.setdefault(client, {})
     records, unchecked, problems = {}, [], []
@@ -295,7 +302,5 @@ def confirm_registrations(client, layout, snapshot, names, profile):
 
 
 def decision_snapshot(client, layout, names):
-    """The fresh read a decision that stops an instance rests on: ``read_snapshot`` of ``names``, confirmed under an ACL profile."""
-    snapshot = read_snapshot(client, layout, services=names)
-    profile = profile_of(client)
-    return snapshot if profile is None else confirm_registrations(client, layout, snapshot, names, profile)
+    """The fresh read a decision that stops an instance rests on: ``read_snapshot`` of ``names`` (confirmed under an ACL profile)."""
+    return read_snapshot(client, layout, services=names)

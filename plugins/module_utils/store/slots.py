@@ -30,7 +30,7 @@ import time
 
 from ..core.layout import split_sequential
 from ..core.model import PayloadError, Slot
-from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
+from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError, profile_of
 from .locks import ServiceLock, release_leftover_locks
 from .reads import decision_snapshot
 from .views import own_registrations
@@ -99,6 +99,10 @@ def take_slot(client, layout, service, host, slot, allow, services=None, identif
             what.append("the rollout changed while deciding")
         transaction.create(layout.slot(service, host), slot.to_bytes())
         what.append("%s already has a slot of %s, or %s is not staged (%s missing)" % (host, service, service, layout.slots(service)))
+        if snapshot.own_parents is not None and host in snapshot.own_parents:
+            # Under an ACL profile, the copy in the host's own parent is what decisions count.
+            transaction.create(layout.host_slot(host, service), b"")
+            what.append("%s holds a slot of %s already (%s)" % (host, service, layout.host_slot(host, service)))
         for node in leaving:
             transaction.delete(node)
             what.append("%s was already gone" % node)
@@ -124,6 +128,9 @@ def release_slot(client, layout, service, host, owner=None, leaving=()):
     finds the slot free. Returns True if a slot was deleted.
     """
     path = layout.slot(service, host)
+    # Under an ACL profile the slot's copy in the host's own parent goes with it (``take_slot``).
+    copy = layout.host_slot(host, service) if profile_of(client) is not None else None
+    sent_copy = client.exists_async(copy) if copy else None
     try:
         data, stat = client.get(path)
     except NoNodeError:
@@ -137,6 +144,8 @@ def release_slot(client, layout, service, host, owner=None, leaving=()):
     transaction = client.transaction()
     for node in leaving:
         transaction.delete(node)
+    if sent_copy is not None and sent_copy.get() is not None:
+        transaction.delete(copy)
     transaction.delete(path, version=stat.version)
     results = transaction.commit()
     if not any(isinstance(result, Exception) for result in results):
@@ -153,7 +162,7 @@ def finish_turn(client, layout, service, host, version, owner, presence=None, wi
     The next host in line is woken once, by a tree where the new instance already counts as
     healthy and the slot is free. Our own registration left by an older session is replaced,
     not trusted; ``with_copy`` (under an ACL profile) does the same for its copy in the host's own
-    parent (``layout.registration_nodes``). The reads it needs go out together. ``owner`` is as for ``release_slot``;
+    parent (``layout.registration_nodes``), and deletes the slot's copy there. The reads it needs go out together. ``owner`` is as for ``release_slot``;
     ``presence`` (the agent's presence node) has its version bumped, as every registration does.
     Returns the registration's path, or None when the slot is not ours (any more) or the tree
     changed meanwhile: the caller then takes the steps one by one.
@@ -180,6 +189,9 @@ def finish_turn(client, layout, service, host, version, owner, presence=None, wi
     for node in own_registrations(copies, service):
         if own_parent + "/" + node != wanted_copy or not copy_ours:
             transaction.delete(own_parent + "/" + node)
+    slot_copy = layout.host_slot(host, service)
+    if slot_copy.rsplit("/", 1)[1] in copies:
+        transaction.delete(slot_copy)
     if not ours:
         transaction.create(wanted, b"", ephemeral=True)
     if with_copy and not copy_ours:

@@ -542,3 +542,48 @@ def test_a_host_whose_parent_is_not_its_own_counts_as_not_registered():
     checked = confirmed(snapshot, ["app"], _records("h1=1.0 h2=1.0"), problems=[("h3", "hosts/h3 is not that host's own")])
     assert_decision(decided(checked), WAIT, "budget 0")
     assert "hosts/h3 is not that host's own" in checked.service("app").problems
+
+
+def test_a_slot_deleted_from_the_index_still_counts_against_max_parallel_once_confirmed():
+    # h2 is switching; another agent deleted staging/app/upgrading/h2 (and h2's place in line) so that one more host may start.
+    snapshot = tree(service(current="h1=1.0 h3=1.0 h4=1.0", offline="h2", ready="h1", quorum=1, max_parallel=1))
+    assert_decision(decided(snapshot), TAKE_SLOT)
+    records = _records("h1=1.0 h3=1.0 h4=1.0") | {"h2": ["slot:app"]}
+    checked = confirmed(snapshot, ["app"], records)
+    assert checked.service("app").slots == {"h2": None}
+    assert_decision(decided(checked), WAIT, "budget 0", "1 slots held")
+    assert any("slot of app on h2 is missing from the service's listing" in problem for problem in checked.service("app").problems)
+
+
+def test_a_slot_forged_for_a_host_with_its_own_parent_is_not_counted_and_one_without_counts():
+    snapshot = tree(service(current="h1=1.0 h3=1.0 h4=1.0", slots="h2 h5", ready="h1", quorum=1, max_parallel=2))
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h3=1.0 h4=1.0") | {"h2": []})
+    # h2's own parent has no copy: forged, not counted; h5 has no own parent to ask: counted (stricter).
+    assert sorted(checked.service("app").slots) == ["h5"]
+    assert checked.service("app").listed_slots == {"h2", "h5"}
+    assert any("slot of app on h2 is not in that host's own parent" in problem for problem in checked.service("app").problems)
+
+
+def test_a_failure_record_deleted_from_the_index_still_halts_once_confirmed():
+    snapshot = tree(service(current="h1=1.0 h3=1.0 h4=1.0", offline="h2", ready="h1", quorum=1))
+    assert_decision(decided(snapshot), TAKE_SLOT)
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h3=1.0 h4=1.0") | {"h2": ["failed:app"]})
+    assert_decision(decided(checked), WAIT, "halted by the failure on h2")
+
+
+def test_a_failure_record_forged_in_the_index_halts_nothing_once_confirmed():
+    snapshot = tree(service(current="h1=1.0 h2=1.0 h3=1.0", failed="h3", ready="h1", quorum=1))
+    assert_decision(decided(snapshot), WAIT, "halted by the failure on h3")
+    checked = confirmed(snapshot, ["app"], _records("h1=1.0 h2=1.0 h3=1.0"))
+    assert_decision(decided(checked), TAKE_SLOT)
+
+
+def test_what_a_writer_deletes_to_clear_failures_is_each_index_node_and_each_copy_there_is():
+    from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
+
+    layout = Layout("/dc")
+    snapshot = tree(service(current="h1=1.0", failed="h2 h3", quorum=1))
+    checked = confirmed(snapshot, ["app"], {"h1": ["app@1.0", "failed:app"], "h2": ["failed:app"], "h3": []})
+    assert sorted(checked.service("app").held_nodes(layout, "failed")) == sorted([
+        "/dc/staging/app/failed/h2", "/dc/staging/app/failed/h3", "/dc/hosts/h1/failed:app", "/dc/hosts/h2/failed:app"])
+    assert snapshot.service("app").held_nodes(layout, "failed") == ["/dc/staging/app/failed/h2", "/dc/staging/app/failed/h3"]
