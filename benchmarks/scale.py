@@ -275,7 +275,8 @@ def confirmed_decision_cost(zk, hosts, world_reads):
     profile then asks ``take_slot`` (refused, so nothing changes) twice: the first decision also
     reads each host parent's ACL once, the second finds them known. ``world_reads`` puts
     ``world:anyone`` among the readers, so no ACL lists every agent. Returns requests and
-    milliseconds of both decisions, and of the same decision without a profile.
+    milliseconds of both decisions, and of the same decision without a profile; and of a
+    report of the whole tree (``rollout_info``'s read, a new client) with and without it.
     """
     root = "/confirm-%d-%s" % (hosts, "world" if world_reads else "listed")
     layout = Layout(root)
@@ -309,6 +310,17 @@ def confirmed_decision_cost(zk, hosts, world_reads):
             taken, _reason, snapshot = take_slot(client, layout, "A", "h1", slot, allow=lambda _snapshot: (False, "measuring"))
             assert not taken and len(snapshot.service("A").registrations) == hosts, snapshot.service("A").problems[:3]
             rows[label] = (requests.requests - before, (time.perf_counter() - began) * 1000.0)
+        # rollout_info: a new process, so a new client that knows no host parent yet.
+        for label, options in (("report_plain", {"digest": "deployer:d"}), ("report", {"digest": "deployer:d", "acl_profile": profile})):
+            report_counter = zkclient.RequestCounter()
+            reporter = connect(report_counter, **options)
+            try:
+                began = time.perf_counter()
+                report = rollout_report(read_snapshot(reporter, layout))
+                rows[label] = (report_counter.requests, (time.perf_counter() - began) * 1000.0)
+                assert len(report["hosts"]) == hosts, len(report["hosts"])
+            finally:
+                zkclient.disconnect(reporter)
         return rows
     finally:
         for client in (agent, plain, deployer):
@@ -404,10 +416,12 @@ def table(results):
 def confirmed_table(rows):
     """The decision that stops an instance, with and without the ACL profile, per fleet size."""
     lines = ["| hosts | readers | no profile: requests, ms | profile, first decision: requests, ms "
-             "| profile, later decisions: requests, ms |", "|---|---|---|---|---|"]
+             "| profile, later decisions: requests, ms | rollout_info, no profile: requests, ms | rollout_info, profile: requests, ms |",
+             "|---|---|---|---|---|---|---|"]
     for (hosts, world), row in sorted(rows.items()):
-        lines.append("| %d | %s | %d, %.1f | %d, %.1f | %d, %.1f |" % (
-            (hosts, "world:anyone" if world else "agents listed") + row["plain"] + row["first"] + row["again"]))
+        lines.append("| %d | %s | %d, %.1f | %d, %.1f | %d, %.1f | %d, %.1f | %d, %.1f |" % (
+            (hosts, "world:anyone" if world else "agents listed") + row["plain"] + row["first"] + row["again"] + row["report_plain"]
+            + row["report"]))
     return "\n".join(lines)
 
 

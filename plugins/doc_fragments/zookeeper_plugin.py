@@ -129,6 +129,14 @@ options:
     description:
       - SASL options passed to kazoo at connect time, for example C(mechanism=DIGEST-MD5), C(username) and C(password).
     type: dict
+  zk_acl_profile:
+    description:
+      - The least-privilege ACL profile the tree was created with (C(deployer), C(agents), C(readers); see C(docs/security.md)).
+        This plugin never writes; with the profile, what it reports is confirmed by the hosts' own parents, as the modules do,
+        so registrations, slots and failure records that one host forged in the shared listings are left out and those it
+        deleted there are still counted. Without it, the shared listings are reported as they are.
+      - Costs one listing per host (and, once, each host parent's ACL) per read.
+    type: dict
 requirements:
   - kazoo >= 2.9 on the controller
 """
@@ -178,4 +186,7 @@ options:
   zk_sasl:
     vars:
       - name: zkrollout_zk_sasl
+  zk_acl_profile:
+    vars:
+      - name: zkrollout_zk_acl_profile
 """

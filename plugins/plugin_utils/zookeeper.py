@@ -32,6 +32,7 @@ CONNECTION_OPTIONS = (
     "zk_check_hostname",
     "zk_digest",
     "zk_sasl",
+    "zk_acl_profile",
 )
 BOOLEAN_OPTIONS = ("zk_tls", "zk_verify_certs", "zk_check_hostname")
 PLAY_VARIABLE_PREFIX = "zkrollout_"

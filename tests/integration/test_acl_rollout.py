@@ -96,14 +96,19 @@ def test_a_rollout_on_real_agents_completes_under_the_acl_profile(store, zk_conn
             assert parent_acl[identity_of(host)] == 13 and all(parent_acl[identity_of(other)] == 1 for other in HOSTS if other != host)
 
 
-@pytest.mark.timeout(240)
-def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_shrink_the_rollout(store, zk_connect, zk_root, request):
+def _compromised_h1(request, zk_connect, zk_root):
+    """``(hosts, deployer, host_options, layout, intruder)``: digest identities, the containers, and h1's identity
+    without the collection's client (what a compromised h1 can send)."""
     hosts, deployer, host_options, _identity_of = _digest_identities(request, zk_connect, zk_root)
     layout = Layout(zk_root)
     for path in layout.containers():
         deployer.ensure_path(path)
-    # h1's agent identity, without the collection's client: what a compromised h1 can send.
-    intruder = zk_connect(hosts, root=zk_root, digest="h1:h1-secret")
+    return hosts, deployer, host_options, layout, zk_connect(hosts, root=zk_root, digest="h1:h1-secret")
+
+
+@pytest.mark.timeout(240)
+def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_shrink_the_rollout(store, zk_connect, zk_root, request):
+    hosts, deployer, host_options, layout, intruder = _compromised_h1(request, zk_connect, zk_root)
     with rollout_beds(store, hosts, zk_root, deployer) as make:
         fleet = make(hosts=list(HOSTS), services=("A",), zookeeper=host_options).start()
         create_parents(deployer, missing_host_parents(deployer, layout))  # what a writing module does first
@@ -121,12 +126,8 @@ def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_
 
 @pytest.mark.timeout(240)
 def test_a_failure_record_another_agent_deleted_from_the_listing_still_halts_the_rollout(store, zk_connect, zk_root, request):
-    hosts, deployer, host_options, _identity_of = _digest_identities(request, zk_connect, zk_root)
-    layout = Layout(zk_root)
-    for path in layout.containers():
-        deployer.ensure_path(path)
+    hosts, deployer, host_options, layout, intruder = _compromised_h1(request, zk_connect, zk_root)
     create_parents(deployer, missing_host_parents(deployer, layout))
-    intruder = zk_connect(hosts, root=zk_root, digest="h1:h1-secret")
     with rollout_beds(store, hosts, zk_root, deployer) as make:
         fleet = make(hosts=list(HOSTS), services=("A",), zookeeper=host_options, health={"deadline": 3.0}).start()
 

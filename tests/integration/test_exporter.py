@@ -9,6 +9,7 @@ parsing it with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
 
 from . import tree
 
@@ -216,6 +218,25 @@ def test_under_the_acl_profile_a_reader_identity_from_the_environment_reads_and_
     assert values[("zkrollout_fleet_up", ())] == 0
     assert values[("zkrollout_fleet_read_errors_total", ())] == 1
     assert "failed: NoAuthError" in "".join(anonymous.log)
+
+
+def test_with_the_acl_profile_the_exporter_counts_a_slot_another_host_deleted_from_the_listing(exporter, zk, zk_connect, layout, tmp_path):
+    deployer = zk_connect(zk.hosts, root=layout.root, digest=ACL_DEPLOYER, acl_profile=ACL_PROFILE)
+    agent = zk_connect(zk.hosts, root=layout.root, digest=ACL_AGENT, acl_profile=ACL_PROFILE)
+    tree.seed(deployer, layout, tree.release(tree.service("A", quorum=1), id="r1"))
+    agent.create(layout.roster_member("A", "agent-h1"), b"", makepath=True)
+    slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:agent-h1")
+    assert take_slot(agent, layout, "A", "agent-h1", slot, allow=lambda _snapshot: (True, "test"))[0]
+    zk_connect(zk.hosts, root=layout.root, digest=ACL_AGENT).delete(layout.slot("A", "agent-h1"))
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(ACL_PROFILE))
+    env = {"ZKROLLOUT_ZK_DIGEST": ACL_READER}
+
+    listed = exporter("--zk-hosts", zk.hosts, "--zk-root", layout.root, env=env).scrape()
+    confirmed = exporter("--zk-hosts", zk.hosts, "--zk-root", layout.root, "--zk-acl-profile", str(profile), env=env).scrape()
+
+    assert listed[("zkrollout_fleet_service_slots_held", service("A"))] == 0
+    assert confirmed[("zkrollout_fleet_service_slots_held", service("A"))] == 1
 
 
 @pytest.mark.timeout(180)

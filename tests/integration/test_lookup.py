@@ -184,3 +184,25 @@ def test_malformed_znodes_are_warnings_and_problems_and_the_rest_is_returned(rol
     assert any(path in problem for problem in summary["problems"]), summary["problems"]
     assert path in " ".join(run.output.split())
     assert summary["services"]["A"]["state"] == "rolling"
+
+
+def test_with_the_acl_profile_the_lookup_reports_what_the_hosts_own_parents_confirm(play, zk, zk_root, zk_connect, layout):
+    profile = {"deployer": ["digest:deployer:d"], "agents": ["digest:h1:p1", "digest:h2:p2"], "readers": ["world:anyone"]}
+    deployer = zk_connect(zk.hosts, root=zk_root, digest="deployer:d", acl_profile=profile)
+    tree.seed(deployer, layout, tree.release(tree.service("A", version="2.0.0", quorum=1)))
+    h1 = zk_connect(zk.hosts, root=zk_root, digest="h1:p1", acl_profile=profile)
+    h1.create(layout.roster_member("A", "h1"), b"", makepath=True)
+    h1.ensure_path(layout.current_service("A"))
+    transaction = h1.transaction()
+    for path in layout.registration_nodes("A", "h1", "1.0.0"):
+        transaction.create(path, b"", ephemeral=True)
+    assert not any(isinstance(result, Exception) for result in transaction.commit())
+    # h1's identity, without the collection's client, claims that h2 runs 2.0.0.
+    zk_connect(zk.hosts, root=zk_root, digest="h1:p1").create(layout.registration("A", "h2", "2.0.0"), b"", ephemeral=True)
+    task = [_show("A", "lookup('zkrollout.dc.rollout', 'A')")]
+
+    listed = _value(play(task), "A")
+    confirmed = _value(play(task, play_vars={"zkrollout_zk_acl_profile": profile}), "A")
+
+    assert listed["versions"] == {"h1": "1.0.0", "h2": "2.0.0"}
+    assert confirmed["versions"] == {"h1": "1.0.0"}, confirmed

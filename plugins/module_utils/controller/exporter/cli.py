@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -62,7 +63,19 @@ def _parser():
     zookeeper.add_argument("--zk-check-hostname", action="store_true", help="check the server certificate's host name")
     zookeeper.add_argument("--zk-digest", default=env("ZKROLLOUT_ZK_DIGEST"),
                            help="digest credentials user:password, a reader of the ACL profile (prefer env ZKROLLOUT_ZK_DIGEST)")
+    zookeeper.add_argument("--zk-acl-profile", type=_profile_file, metavar="FILE",
+                           help="the tree's ACL profile (JSON: deployer, agents, readers): the metrics then count what the hosts' own "
+                                "parents confirm, as the modules do (docs/security.md); the exporter never writes")
     return parser
+
+
+def _profile_file(path):
+    """The ACL profile in the JSON file ``path`` (argparse reports the error)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError("cannot read the ACL profile %s: %s" % (path, exc)) from None
 
 
 def connection_options(args):
