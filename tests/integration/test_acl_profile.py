@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from kazoo.exceptions import NoAuthError
-from kazoo.security import OPEN_ACL_UNSAFE
+from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import Op
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import AclProfile, digest_id
@@ -26,6 +26,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Fai
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import profile_acl, request_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import transaction_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import release_slot, take_slot
 from ansible_collections.zkrollout.dc.tests.bed import tls as tls_material
 
@@ -413,6 +414,21 @@ def test_a_slot_and_a_failure_record_another_agent_forged_in_the_shared_listings
 
     assert (slots, failures) == ([], []), problems
     assert "slot of web on h2 is not in that host's own parent" in problems and "failure record of web on h2 is not in" in problems
+
+
+def test_a_ready_member_another_agent_forged_at_the_head_of_the_queue_is_skipped(digest_bed, layout):
+    # h1's agent puts h2 (which never takes a turn) ahead of everyone, then joins itself.
+    forged = digest_bed.intruder.create(layout.ready_prefix(SERVICE, "h2"), b"", ephemeral=True, sequence=True, acl=CREATOR_ALL_ACL)
+    open_to_all = digest_bed.intruder.create(layout.ready_prefix(SERVICE, "h2"), b"", ephemeral=True, sequence=True)
+    digest_bed.agent.create(layout.ready_prefix(SERVICE, "h1"), b"", ephemeral=True, sequence=True)
+
+    seen = read_snapshot(digest_bed.agent, layout, services=[SERVICE]).service(SERVICE)
+    listed = read_snapshot(digest_bed.intruder, layout, services=[SERVICE]).service(SERVICE)
+
+    assert seen.ready_hosts == ["h1"], seen.problems
+    assert "ignored ready member %s: created by digest:h1, not by h2's identity" % forged in " ".join(seen.problems)
+    assert "ignored ready member %s: created by world:anyone, not by h2's identity" % open_to_all in " ".join(seen.problems)
+    assert listed.ready_hosts == ["h2", "h1"]
 
 
 def test_a_retry_clears_a_failure_counted_from_the_hosts_own_parent(ansible_adhoc, inventory, zk, zk_root, layout, digest_bed):

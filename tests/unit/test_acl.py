@@ -259,3 +259,21 @@ def test_a_host_parent_that_does_not_let_its_host_add_children_is_not_its_own_fo
     assert profile.host_refusal(made_for_an_older_identity, "h1") is None
     assert "does not let h1's identity add and remove children" in profile.host_refusal(made_for_an_older_identity, "h1", own=True)
     assert profile.host_refusal([("rcd", "digest", "h1:x"), ("cdrwa", "digest", "deployer:x")], "h1", own=True) is None
+
+
+@pytest.mark.parametrize("acl, refused", [
+    ([("cdrwa", *DEPLOYER_ID), ("cdrwa", *HOST_AGENT), ("r", *OTHER_AGENT)], None),
+    # What an agent reads: digest hashes hidden, the creator still named by its user.
+    ([("cdrwa", "digest", "deployer:x"), ("cdrwa", "digest", "h1:x"), ("r", "world", "anyone")], None),
+    ([("cdrwa", "x509", "CN=h1,O=example"), ("cdrwa", *DEPLOYER_ID)], None),
+    ([("cdrwa", *DEPLOYER_ID), ("cdrwa", *OTHER_AGENT)], "created by digest:h2, not by h1's identity"),
+    ([("cdrwa", *DEPLOYER_ID)], "created by the deployer, not by h1's identity"),
+    ([("cdrwa", "world", "anyone")], "created by world:anyone"),
+])
+def test_a_ready_member_is_its_hosts_only_if_that_hosts_identity_created_it(acl, refused):
+    profile = AclProfile.from_mapping({"deployer": [DEPLOYER], "agents": ["digest:h1:h1-secret", "digest:h2:h2-secret", "x509:CN=h1,O=example"]})
+    refusal = profile.creator_refusal(acl, "h1")
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refused in refusal and "secret" not in refusal

@@ -255,6 +255,22 @@ class AclProfile(object):
                     "deletes the node and the next zkrollout.dc module that writes creates it again" % (host, host))
         return None
 
+    def creator_refusal(self, acl, host):
+        """Why a node named after ``host`` in a shared listing (a ready-queue member) was not created by ``host``'s identity, or None.
+
+        A node an agent creates carries its creator's identity with every right (``RULES``):
+        one that names another host was forged by that host's agent. As in ``host_refusal``, a
+        digest identity is recognised by its user name.
+        """
+        def who(scheme, ident):
+            return (scheme, ident.split(":", 1)[0] if scheme == "digest" else ident)
+
+        deployer = {who(identity.scheme, identity.id) for identity in self.deployer}
+        owners = [(scheme, ident) for perms, scheme, ident in acl if "a" in perms and who(scheme, ident) not in deployer]
+        if owners and all(names_host(scheme, ident, host) for scheme, ident in owners):
+            return None
+        return "created by %s, not by %s's identity" % (", ".join(sorted("%s:%s" % who(*owner) for owner in owners)) or "the deployer", host)
+
     def acl(self, kind, host=None):
         """The ACL of a node of ``kind``: ``[(perms, scheme, id), ...]``, one entry per identity, perms from 'rwcda'.
 
