@@ -13,6 +13,7 @@ ZooKeeper names a client by its certificate's subject (``x509:CN=h1,O=example``)
 
 from __future__ import annotations
 
+import logging
 import time
 from types import SimpleNamespace
 
@@ -20,6 +21,8 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import Op
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import AclProfile, digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Slot
@@ -429,6 +432,53 @@ def test_a_ready_member_another_agent_forged_at_the_head_of_the_queue_is_skipped
     assert "ignored ready member %s: created by digest:h1, not by h2's identity" % forged in " ".join(seen.problems)
     assert "ignored ready member %s: created by world:anyone, not by h2's identity" % open_to_all in " ".join(seen.problems)
     assert listed.ready_hosts == ["h2", "h1"]
+
+
+def test_a_slot_whose_index_node_another_agent_deleted_is_freed_by_its_holder_copy_and_all(digest_bed, layout):
+    digest_bed.intruder.delete(layout.slot(SERVICE, "h2"))
+
+    assert release_slot(digest_bed.other, layout, SERVICE, "h2", owner="agent:h2")
+
+    assert "slot:%s" % SERVICE not in digest_bed.deployer.get_children(layout.host("h2"))
+    assert _held(digest_bed.agent, layout)[0] == []
+
+
+def test_an_operator_frees_a_slot_another_agent_forged_in_the_index(ansible_adhoc, inventory, zk, zk_root, layout, digest_bed):
+    # A slot forged for h1 counts for no decision, but it keeps h1 from creating its own.
+    digest_bed.intruder.create(layout.slot(SERVICE, "h1"), _slot("h1").to_bytes(), acl=CREATOR_ALL_ACL)
+    deployer = tree.ModuleRunner(ansible_adhoc, inventory, zk_hosts=zk.hosts, zk_root=zk_root, zk_timeout=5.0, zk_digest=DEPLOYER,
+                                 zk_acl_profile=PROFILE)
+
+    refused = deployer("rollout_control", action="release_slot", service=SERVICE, host="h1")
+    forced = deployer("rollout_control", action="release_slot", service=SERVICE, host="h1", force=True)
+
+    assert refused.get("failed") and "malformed" in refused["msg"], refused
+    assert forced["changed"] is True, forced
+    assert digest_bed.deployer.exists(layout.slot(SERVICE, "h1")) is None
+
+
+def test_unstaging_deletes_ready_members_another_agent_forged(digest_bed, layout):
+    assert release_slot(digest_bed.other, layout, SERVICE, "h2", owner="agent:h2")
+    digest_bed.intruder.create(layout.ready_prefix(SERVICE, "h2"), b"", ephemeral=True, sequence=True, acl=CREATOR_ALL_ACL)
+
+    change = writes.read_plan_apply(digest_bed.deployer, layout, lambda snapshot, _missing: writes.plan_unstage(snapshot, layout, SERVICE))
+
+    assert change.changed and digest_bed.deployer.exists(layout.release(SERVICE)) is None
+    assert "failed:%s" % SERVICE not in digest_bed.deployer.get_children(layout.host("h2"))
+
+
+def test_an_agent_replaces_a_failure_record_it_may_not_rewrite_and_writes_its_copy(digest_bed, layout):
+    # h1's failure record, created by another identity (an older one of h1's, or a forger): h1 may delete it, not rewrite it.
+    digest_bed.other.create(layout.failure(SERVICE, "h1"), _failure("not h1's words").to_bytes())
+    agent = SimpleNamespace(client=digest_bed.agent, layout=layout, host="h1", _own_parent=True, _roster_written=True,
+                            log=logging.getLogger("test"))
+
+    Agent.record_failure(agent, SERVICE, "2.0.0", "health", "h1 failed its health check")
+
+    data, _stat = digest_bed.deployer.get(layout.failure(SERVICE, "h1"))
+    assert Failure.from_bytes(data, layout.failure(SERVICE, "h1")).reason == "h1 failed its health check"
+    assert "failed:%s" % SERVICE in digest_bed.deployer.get_children(layout.host("h1"))
+    assert sorted(_held(digest_bed.agent, layout)[1]) == ["h1", "h2"]
 
 
 def test_a_retry_clears_a_failure_counted_from_the_hosts_own_parent(ansible_adhoc, inventory, zk, zk_root, layout, digest_bed):

@@ -87,6 +87,7 @@ class Agent(object):
         self._session = None
         self._roster_written = False
         self._own_parent = False
+        self._refused = {}
         # Our presence node (layout.agent) once this session has registered every healthy instance.
         self._presence = None
         self._next_tick = 0.0
@@ -239,7 +240,7 @@ class Agent(object):
                 decision = decide(self.host, snapshot, local, snapshot is not None and self.connected)
                 self._record(name, decision)
                 self.perform(name, decision, snapshot)
-                if decision.action != actions.WAIT:
+                if decision.action != actions.WAIT and not self._refused.pop(name, False):
                     # Our own write changed what we saw: read it again rather than wait for a watch.
                     self.view.invalidate([name])
                     self.woken.set()
@@ -559,11 +560,17 @@ class Agent(object):
         copy = self.layout.host_failure(self.host, name) if self._own_parent else None
         data = Failure(version=version, stage=stage, reason=printable(reason, FAILURE_REASON_CHARS), at=time.time(),
                        rolled_back_to=rolled_back_to).to_bytes()
+        replace = False
         for _attempt in range(3):
             sent = [self.client.exists_async(node) for node in (path, copy) if node]
             stat, copy_stat = [answer.get() for answer in sent] + ([] if copy else [None])
             transaction = self.client.transaction()
             if stat is None:
+                transaction.create(path, data)
+            elif replace:
+                # A record we may not rewrite (another host's agent created it, or an older identity
+                # of ours): agents may delete records, so it is replaced by ours.
+                transaction.delete(path)
                 transaction.create(path, data)
             else:
                 transaction.set_data(path, data)
@@ -576,13 +583,15 @@ class Agent(object):
             if isinstance(results[0], NoNodeError) and stat is None:
                 self.log.warning("service %s: cannot record the failure, the release was removed", name)
                 return
-            if copy and isinstance(results[-1], (NoNodeError, NoAuthError)) and copy_stat is None:
+            if isinstance(results[0], NoAuthError) and stat is not None:
+                replace = True
+            elif copy and isinstance(results[-1], (NoNodeError, NoAuthError)) and copy_stat is None:
                 # Our own parent is gone or not ours (see _ensure_own_parent): record in the listing alone.
                 self.log.error("service %s: cannot write %s (%s): the failure is recorded in %s alone, which decisions under the "
                                "ACL profile do not count", name, copy, results[-1].__class__.__name__, path)
                 self._roster_written, self._own_parent, copy = False, False, None
-        # Raced three times with another writer of the same nodes: the next iteration records it again.
-        self.log.warning("service %s: recording the failure raced with another writer; trying again later", name)
+        # Never dropped: the caller keeps its slot (and the service stays halted) until a later try records it.
+        raise errors[0]
 
     # Actions.
     def perform(self, name, decision, snapshot):
@@ -650,8 +659,11 @@ class Agent(object):
                                            leaving=self.leaving_registration(name))
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
-            # The fresh read disagreed with the view: read what the decision rests on again.
+            # The fresh read disagreed with the view: read what the decision rests on again, at the
+            # next wake-up (a watch, or loop_wait), not at once: a view that keeps disagreeing (an
+            # index entry another host deleted) must not make the agent take the lock in a loop.
             self.view.invalidate(self._decision_services(name))
+            self._refused[name] = True
             return
         with self._local_locks[name]:
             if registered:

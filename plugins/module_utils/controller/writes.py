@@ -193,7 +193,7 @@ def _delete_release_ops(snapshot, layout, name):
             "in-flight upgrades to finish, or release stale slots with action=release_slot"
             % (name, ", ".join(sorted(state.slots)), "s" if len(state.slots) == 1 else "")
         )
-    ops = [Op("delete", layout.ready_member(name, m.node)) for m in state.ready_queue]
+    ops = [Op("delete", layout.ready_member(name, m.node)) for m in state.ready_queue + state.forged_ready]
     # The failure records, and slots another host forged in the index (no decision counted them).
     ops += [Op("delete", path) for path in state.held_nodes(layout, "failed") + state.held_nodes(layout, "slot")]
     ops += [Op("delete", path) for path in reversed(layout.release_children(name)) if path not in state.missing_subtrees]
@@ -372,7 +372,7 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     ops = _ensure_containers(missing)
     if state.release_version >= 0:
         ops.append(Op("set", layout.release(entry.service), entry.to_bytes(), version=state.release_version))
-        ops += [Op("delete", layout.ready_member(entry.service, m.node)) for m in state.ready_queue]
+        ops += [Op("delete", layout.ready_member(entry.service, m.node)) for m in state.ready_queue + state.forged_ready]
         ops += [Op("delete", path) for path in state.held_nodes(layout, "failed")]
     else:
         # Copies of failure records whose release was removed by hand would halt the new one.
@@ -533,9 +533,10 @@ def _host_action_service(snapshot, action, service, host):
 def _plan_release_slot(snapshot, layout, service, host, force, now):
     state = _host_action_service(snapshot, "release_slot", service, host)
     before = {"slots": {service: sorted(state.slots)}}
-    if host not in state.slots:
+    # A slot another host forged in the index counts for no decision, but it still keeps the host from taking one.
+    if host not in state.slots and host not in (state.listed_slots or ()):
         return Change(before=before, after=before, message="%s holds no slot of %s" % (host, service))
-    slot = state.slots[host]
+    slot = state.slots.get(host)
     alive = slot_owner_alive(snapshot, host, slot)
     if not force and slot is None:
         raise WriteRefused("the slot of %s on %s is malformed, so its owner is unknown: inspect it with rollout_info and check the host, "

@@ -50,7 +50,8 @@ class ServiceState(object):
     own parent is genuine to the names of this service's nodes there (``<svc>@<version>``,
     ``slot:<svc>``, ``failed:<svc>``): what a writer deletes along with the index's nodes;
     ``listed_slots``/``listed_failures`` (there too) are the hosts whose node the index holds,
-    counted or not (None: the keys of ``slots``/``failures``).
+    counted or not (None: the keys of ``slots``/``failures``). ``forged_ready`` are the ready-queue
+    members another host created, left out of ``ready_queue`` (``store.reads.genuine_head``).
     """
 
     name: str
@@ -68,6 +69,7 @@ class ServiceState(object):
     own_records: dict = field(default_factory=dict)
     listed_slots: frozenset = None
     listed_failures: frozenset = None
+    forged_ready: tuple = ()
 
     def own_record(self, host, name):
         """True if ``host``'s own parent holds ``name`` (a snapshot not confirmed holds none)."""

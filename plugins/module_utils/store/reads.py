@@ -21,15 +21,10 @@ import weakref
 from ..core.layout import LayoutError, check_name, split_registration, split_sequential
 from ..core.model import DeployEntry, Failure, PayloadError, ReleaseEntry, RolloutState, Slot
 from ..core.snapshot import QueueMember, ServiceState, Snapshot, confirmed
-from .client import NoNodeError, acl_entries, profile_of
+from .client import NoAuthError, NoNodeError, acl_entries, profile_of
 
 # Per client: the hosts whose own parent was found genuine, with the (czxid, aversion) it had then.
 _GENUINE_HOSTS = weakref.WeakKeyDictionary()
-# Per client: the ready-queue members (paths) found created by their own host. A forged one is
-# checked again on every read: a release staged again restarts the sequence numbers, and a
-# verdict remembered against a name reused by a genuine member would skip that host for good.
-_READY_CREATORS = weakref.WeakKeyDictionary()
-_READY_CREATORS_KEPT = 4096
 
 
 class _Batch(object):
@@ -109,6 +104,12 @@ class Reader(object):
             except NoNodeError:
                 if watch is not None:
                     self._missed("exists", path)
+                continue
+            except NoAuthError:
+                # Created with an ACL that hides it from us (not by the collection's client): it counts, unread.
+                self.problems.append((path, "%s cannot be read with this session's identity (NoAuth): it was not created with the "
+                                            "tree's ACL profile; the deployer should inspect and delete it" % path))
+                result[path] = (None, -1)
                 continue
             self.mtimes[path] = stat.mtime / 1000.0
             if empty_ok and not data:
@@ -205,10 +206,10 @@ def read_parts(reader, layout, names, with_global=False):
     services = {}
     for name in names:
         release, release_version = releases.get(layout.release(name), (None, -1))
-        ready = reader.queue_members(layout.ready_queue(name), children[layout.ready_queue(name)], "ready queue")
+        ready, forged = reader.queue_members(layout.ready_queue(name), children[layout.ready_queue(name)], "ready queue"), ()
         if profile is not None and ready:
             held = {_leaf(path) for path in slots if path.startswith(layout.slots(name) + "/")}
-            ready = genuine_head(reader, layout, name, ready, held, release.max_parallel if release is not None else 1, profile)
+            ready, forged = genuine_head(reader, layout, name, ready, held, release.max_parallel if release is not None else 1, profile)
         lacking = [path for path in layout.release_children(name) if children[path] is None]
         if release is not None and lacking:
             reader.problems.append((layout.release(name), "%s lacks its sub-trees %s: re-stage the service (zkrollout.dc.staging, or "
@@ -220,53 +221,48 @@ def read_parts(reader, layout, names, with_global=False):
             roster=tuple(reader.valid_names(layout.service_roster(name), children[layout.service_roster(name)], "host")),
             registrations=reader.registrations(layout.current_service(name), children[layout.current_service(name)]),
             ready_queue=ready,
+            forged_ready=forged,
             slots={_leaf(path): payload for path, (payload, _version) in slots.items() if path.startswith(layout.slots(name) + "/")},
             failures={_leaf(path): payload for path, (payload, _version) in failures.items() if path.startswith(layout.failures(name) + "/")},
             problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
             missing_subtrees=tuple(path for path in layout.release_children(name) if release is not None and children[path] is None),
-            slot_mtimes={_leaf(path): reader.mtimes[path] for path in slots if path.startswith(layout.slots(name) + "/")},
+            slot_mtimes={_leaf(path): reader.mtimes[path] for path in slots if path in reader.mtimes and path.startswith(layout.slots(name) + "/")},
         )
     return global_part, services
 
 
 def genuine_head(reader, layout, name, members, held, wanted, profile):
-    """The ready queue ``members`` of ``name`` without the members near its head that another host's agent created.
+    """``(kept, forged)``: the ready queue ``members`` of ``name`` without the members near its head that another host's agent created.
 
     Under an ACL profile any agent may add to the ready queue; a member forged at the head, for
     a host that never takes its turn, would stall the service for every agent. Each member's
     ACL names its creator (``AclProfile.creator_refusal``), so members are checked from the
-    head until ``wanted`` (the release's ``max_parallel``) members of hosts not holding a slot
-    (``held``) were found genuine: the ones whose turn is next. The rest of the queue is kept
-    as it is, unchecked; each member is checked once per client, so a rollout costs every woken
-    agent about one ACL read per host that reaches the head. Forged members become problems.
+    head until ``wanted`` (the release's ``max_parallel``) hosts not holding a slot (``held``)
+    were found with a genuine member: the ones whose turn is next. The rest of the queue is kept
+    as it is, unchecked. Nothing is remembered between reads (a name can be reused by a new
+    node), so a read costs about ``wanted`` ACL reads more per service. Forged members become problems.
     """
-    known = _READY_CREATORS.setdefault(reader.client, {})
-    kept, found, position = [], 0, 0
-    while position < len(members) and found < wanted:
-        batch = members[position:position + max(1, wanted - found)]
+    kept, forged, hosts, position = [], [], set(), 0
+    while position < len(members) and len(hosts) < wanted:
+        batch = members[position:position + max(1, wanted - len(hosts))]
         position += len(batch)
-        paths = {member.node: layout.ready_member(name, member.node) for member in batch}
-        asked = [(member, reader.client.get_acls_async(paths[member.node])) for member in batch if paths[member.node] not in known]
-        refusals = {}
+        asked = [(member, reader.client.get_acls_async(layout.ready_member(name, member.node))) for member in batch]
         for member, answer in asked:
             try:
-                refusals[member.node] = profile.creator_refusal(acl_entries(answer.get()[0]), member.name)
+                refusal = profile.creator_refusal(acl_entries(answer.get()[0]), member.name)
             except NoNodeError:
-                refusals[member.node] = "gone"
-            if refusals[member.node] is None:
-                known[paths[member.node]] = True
-        for member in batch:
-            refusal = refusals.get(member.node)
+                continue
+            except NoAuthError:
+                refusal = "its ACL cannot be read with this session's identity, so it was not created with the tree's ACL profile"
             if refusal is None:
                 kept.append(member)
-                found += member.name not in held
-            elif refusal != "gone":
+                if member.name not in held:
+                    hosts.add(member.name)
+            else:
+                forged.append(member)
                 reader.problems.append((layout.ready_queue(name), "ignored ready member %s: %s (forged by another host)"
-                                        % (paths[member.node], refusal)))
-    if len(known) > _READY_CREATORS_KEPT:
-        for path in list(known)[:len(known) - _READY_CREATORS_KEPT]:
-            del known[path]
-    return tuple(kept) + tuple(members[position:])
+                                        % (layout.ready_member(name, member.node), refusal)))
+    return tuple(kept) + tuple(members[position:]), tuple(forged)
 
 
 def read_snapshot(client, layout, services=None, liveness=None):

@@ -30,7 +30,7 @@ import time
 
 from ..core.layout import split_sequential
 from ..core.model import PayloadError, Slot
-from .client import BadVersionError, NodeExistsError, NoNodeError, RolledBackError, profile_of
+from .client import BadVersionError, NoAuthError, NodeExistsError, NoNodeError, RolledBackError, profile_of
 from .locks import ServiceLock, release_leftover_locks
 from .reads import decision_snapshot
 from .views import own_registrations
@@ -118,42 +118,56 @@ def take_slot(client, layout, service, host, slot, allow, services=None, identif
         return False, "waiting: %s (%s); deciding again" % (what[index], error.__class__.__name__), snapshot
 
 
-def release_slot(client, layout, service, host, owner=None, leaving=()):
+def release_slot(client, layout, service, host, owner=None, leaving=(), _with_copy=True):
     """Delete the slot of ``host``; with ``owner`` (a string or a tuple of them), only if it still holds it.
 
     The delete is checked against the version that was read, so a slot that changed hands
     meanwhile stays. A slot whose payload is malformed is released only without ``owner``
     (an operator's ``force``). ``leaving`` are nodes of ours deleted in the same transaction (the
     ready-queue members of a host whose turn ends), so the next host in line is woken once and
-    finds the slot free. Returns True if a slot was deleted.
+    finds the slot free. Under an ACL profile the slot's copy in the host's own parent
+    (``take_slot``) goes with it, also when the index already lost the slot (another host
+    deleted it there). Returns True if a slot was deleted.
     """
     path = layout.slot(service, host)
-    # Under an ACL profile the slot's copy in the host's own parent goes with it (``take_slot``).
-    copy = layout.host_slot(host, service) if profile_of(client) is not None else None
+    copy = layout.host_slot(host, service) if _with_copy and profile_of(client) is not None else None
     sent_copy = client.exists_async(copy) if copy else None
     try:
         data, stat = client.get(path)
     except NoNodeError:
-        return False
+        return sent_copy is not None and sent_copy.get() is not None and _delete_quietly(client, copy)
     if owner is not None:
         try:
             if Slot.from_bytes(data, path).owner not in (owner if isinstance(owner, tuple) else (owner,)):
                 return False
         except PayloadError:
             return False
+    with_copy = sent_copy is not None and sent_copy.get() is not None
     transaction = client.transaction()
     for node in leaving:
         transaction.delete(node)
-    if sent_copy is not None and sent_copy.get() is not None:
+    if with_copy:
         transaction.delete(copy)
     transaction.delete(path, version=stat.version)
     results = transaction.commit()
     if not any(isinstance(result, Exception) for result in results):
         return True
+    if with_copy and isinstance(results[len(leaving)], NoAuthError):
+        # A parent this identity may not change (the profile names another identity of the host now): the index's slot alone.
+        return release_slot(client, layout, service, host, owner, leaving, _with_copy=False)
     if leaving and not isinstance(results[-1], (NoNodeError, BadVersionError)):
         # One of ours was already gone (its session ended): release the slot alone.
-        return release_slot(client, layout, service, host, owner)
+        return release_slot(client, layout, service, host, owner, _with_copy=_with_copy)
     return False
+
+
+def _delete_quietly(client, path):
+    """Delete ``path``; True if it was deleted by us, False if it was gone or is not ours to delete."""
+    try:
+        client.delete(path)
+    except (NoNodeError, NoAuthError):
+        return False
+    return True
 
 
 def finish_turn(client, layout, service, host, version, owner, presence=None, with_copy=False):
@@ -172,7 +186,12 @@ def finish_turn(client, layout, service, host, version, owner, presence=None, wi
     sent = (client.get_children_async(parent), client.exists_async(wanted), client.get_children_async(layout.ready_queue(service)),
             client.get_async(layout.slot(service, host)))
     sent_copies = (client.get_children_async(own_parent), client.exists_async(wanted_copy)) if with_copy else ()
+    # A slot's copy without ours being writable (our own parent was not found ours this session):
+    # the steps one by one free it, or free the index's slot alone (``release_slot``).
+    stray_copy = client.exists_async(layout.host_slot(host, service)) if not with_copy and profile_of(client) is not None else None
     try:
+        if stray_copy is not None and stray_copy.get() is not None:
+            return None
         current, stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
         copies, copy_stat = [answer.get() for answer in sent_copies] if with_copy else ([], None)
         if Slot.from_bytes(data, layout.slot(service, host)).owner not in (owner if isinstance(owner, tuple) else (owner,)):
