@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import IMMEDIATE_RETAKES
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import report
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
@@ -142,8 +143,16 @@ def test_a_failure_record_another_agent_deleted_from_the_listing_still_halts_the
         [failed] = deployer.get_children(layout.failures("A"))
         assert "failed:A" in deployer.get_children(layout.host(failed)), "the agent wrote no copy of its failure record"
         intruder.delete(layout.failure("A", failed))
+        contenders_before = deployer.exists(layout.lock("A")).cversion
         # Long enough for the other hosts to take their turns, were the deleted record what halts.
-        time.sleep(3 * fleet.fleet.loop_wait + 2.0)
+        settle = 3 * fleet.fleet.loop_wait + 2.0
+        time.sleep(settle)
+        # Their views see no failure, the decision under the lock does: each tries again at its
+        # wake-ups (a couple at once, then once per loop_wait), never in a loop. A lock contender
+        # is a create and a delete in the lock's child list.
+        tries = deployer.exists(layout.lock("A")).cversion - contenders_before
+        bound = 2 * (len(HOSTS) - 1) * (IMMEDIATE_RETAKES + 2 + settle / fleet.fleet.loop_wait)
+        assert tries <= bound, "the lock of A was taken %d times in %.1fs (at most %d expected)" % (tries // 2, settle, bound // 2)
 
         assert deployer.get_children(layout.slots("A")) == []
         assert [host for host in HOSTS if fleet.fleet.local_state(host).get("A").previous is not None] == [failed]

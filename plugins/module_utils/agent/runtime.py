@@ -56,6 +56,10 @@ DOWN_REFRESH = 5.0
 STATUS_REFRESH = 5.0
 
 
+# Slot takes refused by the fresh read that are retried at once, before the agent waits for a wake-up.
+IMMEDIATE_RETAKES = 2
+
+
 class Agent(object):
     """One host's agent. ``run()`` loops until ``stop()``; ``iteration()`` is one step."""
 
@@ -240,7 +244,9 @@ class Agent(object):
                 decision = decide(self.host, snapshot, local, snapshot is not None and self.connected)
                 self._record(name, decision)
                 self.perform(name, decision, snapshot)
-                if decision.action != actions.WAIT and not self._refused.pop(name, False):
+                if decision.action == actions.WAIT:
+                    self._refused.pop(name, None)
+                elif self._refused.get(name, 0) <= IMMEDIATE_RETAKES:
                     # Our own write changed what we saw: read it again rather than wait for a watch.
                     self.view.invalidate([name])
                     self.woken.set()
@@ -659,12 +665,14 @@ class Agent(object):
                                            leaving=self.leaving_registration(name))
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
-            # The fresh read disagreed with the view: read what the decision rests on again, at the
-            # next wake-up (a watch, or loop_wait), not at once: a view that keeps disagreeing (an
-            # index entry another host deleted) must not make the agent take the lock in a loop.
+            # The fresh read disagreed with the view: read what the decision rests on again. At once
+            # for a lost race or two; then at the next wake-up (a watch, or loop_wait): a view that
+            # keeps disagreeing (an index entry another host deleted) must not make the agent take
+            # the lock in a loop.
             self.view.invalidate(self._decision_services(name))
-            self._refused[name] = True
+            self._refused[name] = self._refused.get(name, 0) + 1
             return
+        self._refused.pop(name, None)
         with self._local_locks[name]:
             if registered:
                 self._registered[name] = None
