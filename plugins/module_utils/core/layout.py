@@ -43,7 +43,6 @@ REGISTRATION_SEPARATOR = "@"
 _REGISTRATION_RE = re.compile(r"\A(?P<host>" + NAME_PATTERN + r")@(?P<version>" + VERSION_PATTERN + r")\Z")
 # The copies of a host's slot and failure record in its own parent: ``slot:<svc>``, ``failed:<svc>``.
 # ':' appears in no name, so they never read as registrations.
-HOST_SLOT_PREFIX, HOST_FAILURE_PREFIX = "slot:", "failed:"
 _HOST_MARK_RE = re.compile(r"\A(?P<mark>slot|failed):(?P<service>" + NAME_PATTERN + r")\Z")
 
 
@@ -130,6 +129,18 @@ def split_registration(node_name):
     if not match:
         return None
     return match.group("host"), match.group("version")
+
+
+def host_mark(mark, service):
+    """The name of the copy of a slot (``mark`` ``"slot"``) or failure record (``"failed"``) of ``service`` in a host's own parent."""
+    if mark not in ("slot", "failed"):
+        raise LayoutError("invalid mark %r: expected slot or failed" % (mark,))
+    return "%s:%s" % (mark, check_name("service", service))
+
+
+def host_copy_name(service, version):
+    """The name of the copy of a registration of ``version`` of ``service`` in a host's own parent: ``<svc>@<version>``."""
+    return check_name("service", service) + REGISTRATION_SEPARATOR + str(version)
 
 
 def split_host_mark(node_name):
@@ -256,18 +267,18 @@ class Layout(object):
 
     def host_registration(self, host, service, version):
         """The host's copy of its registration of ``version`` of ``service`` (ephemeral, written with the index's)."""
-        node = check_name("service", service) + REGISTRATION_SEPARATOR + str(version)
+        node = host_copy_name(service, version)
         if not isinstance(version, str) or split_registration(node) is None:
             raise LayoutError("invalid version %r for a registration of %s on %s" % (version, service, host))
         return self._join("hosts", check_name("host", host), node)
 
     def host_slot(self, host, service):
         """The copy of ``host``'s upgrade slot of ``service`` in its own parent: created and deleted with the slot under an ACL profile."""
-        return self._join("hosts", check_name("host", host), HOST_SLOT_PREFIX + check_name("service", service))
+        return self._join("hosts", check_name("host", host), host_mark("slot", service))
 
     def host_failure(self, host, service):
         """The copy of ``host``'s failure record of ``service`` in its own parent: created and deleted with the record under an ACL profile."""
-        return self._join("hosts", check_name("host", host), HOST_FAILURE_PREFIX + check_name("service", service))
+        return self._join("hosts", check_name("host", host), host_mark("failed", service))
 
     def registration_nodes(self, service, host, version):
         """Both nodes of one registration, created and deleted together under an ACL profile: the index's and the host's copy."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .layout import split_host_mark, split_registration
+from .layout import host_copy_name, host_mark, split_host_mark, split_registration
 from .model import ReleaseEntry, RolloutState
 
 
@@ -88,7 +88,7 @@ class ServiceState(object):
         index = layout.slot if slot else layout.failure
         copy = layout.host_slot if slot else layout.host_failure
         return ([index(self.name, host) for host in hosts if host in listed] +
-                [copy(host, self.name) for host in hosts if self.own_record(host, "%s:%s" % (kind, self.name))])
+                [copy(host, self.name) for host in hosts if self.own_record(host, host_mark(kind, self.name))])
 
     @property
     def ready_hosts(self):
@@ -209,7 +209,7 @@ def confirmed(snapshot, names, records, problems=()):
                 slot_marks.add(host)
             if "failed" in marks:
                 failure_marks.add(host)
-            own[host] = frozenset(["%s@%s" % (name, version) for version in found] + ["%s:%s" % (mark, name) for mark in marks])
+            own[host] = frozenset([host_copy_name(name, version) for version in found] + [host_mark(mark, name) for mark in marks])
         notes = [sentence for host, sentence in problems if host in set(state.roster) | set(state.registrations)]
         for host, version in sorted(state.registrations.items()):
             if versions.get(host) != version:
