@@ -12,12 +12,19 @@ so a bug in the agents' accounting cannot hide from it::
 
 One daemon thread per target sends ``GET`` over a kept-alive connection, sleeps ``interval``
 and repeats. HTTP 200 is healthy; any other status, a refused or reset connection or no answer
-within ``timeout`` is down. Whenever a target's status flips, the healthy count of its service
-is recomputed under one lock, ``min_healthy`` is lowered if needed and the change is appended to
-``timeline``. A count uses each target's latest sample, so it may lag reality by one sample
-(``interval`` plus a request, a few milliseconds). Each target's own changes are kept too, in
-``transitions`` (``Transition(t, service, url, healthy, version)``, starting with each target's
-first sample), for measurements of when each instance went down and came back on which version.
+within ``timeout`` is down. Each target's changes are kept in ``transitions``
+(``Transition(t, service, url, healthy, version)``, starting with each target's first sample), for
+measurements of when each instance went down and came back on which version; ``healthy_now()``
+counts the latest samples.
+
+The quorum verdict (``min_healthy``, ``timeline``, ``assert_quorum``) counts an instance as down
+from its first failing sample to its last one, both included: that much is certain. Between its
+last failing and its first passing sample it may have come back at any moment, so that gap is not
+counted, and a hand-off faster than one sample period (the next host going down a few
+milliseconds after the previous one answered again) is not taken for two instances down at once.
+The price: two outages count as overlapping only where both were seen down, so an overlap shorter
+than about two sample periods (``interval`` plus a request each) can be missed, as can an outage
+shorter than one sample.
 
 Cost, measured on the 2-core test machine while other test runs kept it busy: at the default
 5 ms interval one target gets ~150 samples/s; ten targets get ~110/s each and cost about 0.35
@@ -112,15 +119,56 @@ class _Target:
             self._connection = None
 
 
+def certain_counts(totals, outages, start):
+    """The healthy counts per service that the samples prove: ``(timeline, lowest)``.
+
+    ``totals`` is ``{service: number of instances}``; ``outages`` are ``(service, url, first, last)``,
+    the times of an instance's first and last failing sample of one outage (an ongoing one ends at
+    its latest sample); ``start`` is when every instance had been sampled once: earlier times count
+    from there. ``timeline`` is a list of ``Change``, the counts at ``start`` first, then one per
+    change; ``lowest`` is ``{service: (count, t, sorted urls down then)}`` at the first time each
+    service was at its lowest. An instance counts as down on ``[first, last]``.
+    """
+    events = {service: [] for service in totals}
+    for service, url, first, last in outages:
+        if last >= start:
+            # At one time, outages begin (0) before they end (1): closed intervals.
+            events[service] += [(max(first, start), 0, url), (last, 1, url)]
+    timeline, lowest = [], {}
+    for service in sorted(totals):
+        down = set()
+        pending = sorted(events[service])
+        index = 0
+        while index < len(pending) and pending[index][0] == start and pending[index][1] == 0:
+            down.add(pending[index][2])
+            index += 1
+        count = totals[service] - len(down)
+        timeline.append(Change(start, service, count))
+        lowest[service] = (count, start, sorted(down))
+        for t, kind, url in pending[index:]:
+            if kind == 0:
+                down.add(url)
+            else:
+                down.discard(url)
+            if totals[service] - len(down) != count:
+                count = totals[service] - len(down)
+                timeline.append(Change(t, service, count))
+                if count < lowest[service][0]:
+                    lowest[service] = (count, t, sorted(down))
+    timeline.sort(key=lambda change: change.t)
+    return timeline, lowest
+
+
 class QuorumMonitor:
     """Samples every health URL of every service continuously and records the worst healthy count.
 
     ``targets`` maps a service to its health URLs. Results (readable any time, and after
     ``stop()``): ``min_healthy`` {service: lowest healthy count since start}, ``timeline`` (a list
     of ``Change(t, service, healthy)``, one per change of a count, starting with the counts at
-    ``t`` ~ 0), ``transitions`` (a list of ``Transition(t, service, url, healthy, version)``, one per
-    change of one target's sample, starting with its first sample), ``versions_seen`` {service: set
-    of versions that answered healthy}, ``samples`` (requests made), ``healthy_now()`` and
+    ``t`` ~ 0), both counting only what the samples prove (see the module's docstring),
+    ``transitions`` (a list of ``Transition(t, service, url, healthy, version)``, one per change of
+    one target's sample, starting with its first sample), ``versions_seen`` {service: set of
+    versions that answered healthy}, ``samples`` (requests made), ``healthy_now()`` and
     ``versions_now()``.
     """
 
@@ -147,10 +195,11 @@ class QuorumMonitor:
         self._all_sampled = threading.Event()
         self._threads = []
         self._started_at = None
-        self._healthy = {service: 0 for service in targets}
-        self._lowest_at = {}
-        self.min_healthy = {}
-        self.timeline = []
+        self._counted_from = None
+        self._totals = {service: len(urls) for service, urls in targets.items()}
+        # Per target url: [first, last] failing sample of its ongoing outage; closed outages apart.
+        self._open = {}
+        self._outages = []
         self.transitions = []
         self._versions_seen = {service: set() for service in targets}
         self.expired = False
@@ -172,6 +221,24 @@ class QuorumMonitor:
         """{service: set of the versions its instances reported while healthy}, a copy."""
         with self._lock:
             return {service: set(versions) for service, versions in self._versions_seen.items()}
+
+    def _certain(self):
+        """``certain_counts`` of what was sampled so far (empty before every target was sampled once)."""
+        with self._lock:
+            if self._counted_from is None:
+                return [], {}
+            outages = self._outages + [(service, url, first, last) for url, (service, first, last) in self._open.items()]
+            return certain_counts(self._totals, outages, self._counted_from)
+
+    @property
+    def min_healthy(self):
+        """{service: the lowest healthy count the samples prove since start}."""
+        return {service: count for service, (count, _t, _down) in self._certain()[1].items()}
+
+    @property
+    def timeline(self):
+        """``Change(t, service, healthy)`` per change of a proven count, starting with the counts at ``t`` ~ 0."""
+        return self._certain()[0]
 
     def elapsed(self):
         """Seconds since ``start()``, the clock of ``timeline`` and of ``assert_quorum``'s messages."""
@@ -209,12 +276,12 @@ class QuorumMonitor:
     def healthy_now(self):
         """{service: number of instances whose latest sample was healthy}."""
         with self._lock:
-            return dict(self._healthy)
+            return {service: sum(1 for target in self._targets if target.service == service and target.healthy) for service in self._totals}
 
     def versions_now(self):
         """{service: {health URL: version it reports, or None while it is not healthy}}."""
         with self._lock:
-            current = {service: {} for service in self._healthy}
+            current = {service: {} for service in self._totals}
             for target in self._targets:
                 current[target.service][target.url] = target.version
             return current
@@ -233,14 +300,14 @@ class QuorumMonitor:
         if self.expired:
             problems.append("the monitor stopped by itself after max_seconds=%gs, so it did not watch the whole run"
                             % self.max_seconds)
-        with self._lock:
-            for service, quorum in sorted(quorums.items()):
-                if service not in self.min_healthy:
-                    problems.append("service %s is not monitored (monitored: %s)" % (service, ", ".join(sorted(self.min_healthy))))
-                elif self.min_healthy[service] < quorum:
-                    t, down = self._lowest_at[service]
-                    problems.append("service %s dropped to %d healthy instances (quorum %d) at t=%.2fs; down then: %s"
-                                    % (service, self.min_healthy[service], quorum, t, ", ".join(down) or "none"))
+        lowest = self._certain()[1]
+        for service, quorum in sorted(quorums.items()):
+            if service not in lowest:
+                problems.append("service %s is not monitored (monitored: %s)" % (service, ", ".join(sorted(lowest))))
+            elif lowest[service][0] < quorum:
+                count, t, down = lowest[service]
+                problems.append("service %s dropped to %d healthy instances (quorum %d) at t=%.2fs; down then: %s"
+                                % (service, count, quorum, t, ", ".join(down) or "none"))
         if problems:
             raise AssertionError("; ".join(problems))
 
@@ -253,8 +320,7 @@ class QuorumMonitor:
                     break
                 healthy, version = target.sample()
                 target.samples += 1
-                if healthy != target.healthy or version != target.version:
-                    self._record(target, healthy, version)
+                self._record(target, healthy, version)
                 self._stopping.wait(self.interval)
         except Exception:
             # A silently dead thread would freeze its target's last status: fail loudly instead.
@@ -264,38 +330,22 @@ class QuorumMonitor:
             target.close()
 
     def _record(self, target, healthy, version):
+        changed = healthy != target.healthy or version != target.version
+        if healthy and not changed:
+            return
         with self._lock:
             t = self.elapsed()
-            flipped = healthy != target.healthy
+            if not healthy:
+                first = self._open[target.url][1] if target.url in self._open else t
+                self._open[target.url] = (target.service, first, t)
+            elif target.url in self._open:
+                self._outages.append((target.service, target.url) + self._open.pop(target.url)[1:])
+            if not changed:
+                return
             target.healthy, target.version = healthy, version
             self.transitions.append(Transition(t, target.service, target.url, healthy, version))
             if healthy and version is not None:
                 self._versions_seen[target.service].add(version)
-            if not self._all_sampled.is_set():
-                if all(other.healthy is not None for other in self._targets):
-                    self._first_counts(t)
-                return
-            if flipped:
-                self._recount(target.service, t)
-
-    def _first_counts(self, t):
-        for service in self._healthy:
-            count = self._count(service)
-            self._healthy[service] = self.min_healthy[service] = count
-            self._lowest_at[service] = (t, self._down(service))
-            self.timeline.append(Change(t, service, count))
-        self._all_sampled.set()
-
-    def _recount(self, service, t):
-        count = self._count(service)
-        self._healthy[service] = count
-        self.timeline.append(Change(t, service, count))
-        if count < self.min_healthy[service]:
-            self.min_healthy[service] = count
-            self._lowest_at[service] = (t, self._down(service))
-
-    def _count(self, service):
-        return sum(1 for target in self._targets if target.service == service and target.healthy)
-
-    def _down(self, service):
-        return [target.url for target in self._targets if target.service == service and not target.healthy]
+            if not self._all_sampled.is_set() and all(other.healthy is not None for other in self._targets):
+                self._counted_from = t
+                self._all_sampled.set()

@@ -210,3 +210,93 @@ def test_an_agent_never_stops_its_instance_once_its_fresh_slot_is_no_longer_its_
         assert agent.state.get("A").phase == "idle"
     finally:
         fleet.close()
+
+
+class _Recorder(object):
+    """Every request one kazoo client sends, in order, as ``(kind, path)`` (a transaction's path is None)."""
+
+    def __init__(self, client):
+        self.requests = []
+        send = client._call
+
+        def recorded(request, async_object):
+            self.requests.append((type(request).__name__, getattr(request, "path", None)))
+            return send(request, async_object)
+
+        client._call = recorded
+
+    def since(self, mark):
+        return self.requests[mark:]
+
+
+def _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum, max_parallel):
+    """h1 (fake) in its turn of A; the real agent of h2 next in A's ready queue, waiting; h3, h4 (fake) on 1.0.0."""
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    for host in ("h1", "h3", "h4"):
+        fleet.join(host, {"A": "1.0.0"})
+    fleet.join("h2", {"A": None})  # in the roster; its agent registers itself
+    tree.seed(client, layout, tree.release(tree.service("A", quorum=quorum, max_parallel=max_parallel), id="r1"))
+    fleet.get_ready("A", "h1")
+    fleet.take_slot("A", "h1", "2.0.0", from_version="1.0.0")
+    fleet.deregister("A", "h1")
+    own = zk_connect(zk.hosts)
+    recorder = _Recorder(own)
+    agent, instance = _agent_on(own, layout, zk, tmp_path, "h2")
+    for _unused in range(10):
+        agent.woken.clear()
+        agent.iteration()
+        waiting = agent.decisions.get("A") and agent.decisions["A"][0].action == "wait"
+        if waiting and not agent.woken.wait(0.3):
+            break
+    assert agent.decisions["A"][0].action == "wait" and "h2" in agent.snapshot.service("A").ready_hosts, agent.decisions
+    return fleet, agent, instance, recorder
+
+
+def test_a_woken_agent_next_in_line_takes_its_turn_on_the_fresh_read_alone(client, layout, zk, zk_connect, tmp_path):
+    fleet, agent, instance, recorder = _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum=2, max_parallel=1)
+    try:
+        # h1's turn ends as an agent ends it: registered on the target, slot and ready-queue place gone.
+        fleet.register("A", "h1", "2.0.0")
+        member = [node for node in client.get_children(layout.ready_queue("A")) if node.startswith("h1-")][0]
+        transaction = client.transaction()
+        transaction.delete(layout.slot("A", "h1"))
+        transaction.delete(layout.ready_member("A", member))
+        assert not any(isinstance(result, Exception) for result in transaction.commit())
+        assert agent.woken.wait(5), "h2 was not woken by the end of h1's turn"
+        mark = len(recorder.requests)
+        agent.iteration()
+        assert agent.counters.get("take_slot") == 1, agent.counters
+        assert instance.version == "2.0.0" and len(instance.stops) == 1
+        sent = recorder.since(mark)
+        slot_commit = sent.index(("Transaction", None))
+        # The ready queue was listed once before the slot's commit: by the read under the lock,
+        # not by a refresh of the view first (which comes after, with the turn done).
+        assert sent[:slot_commit].count(("GetChildren", layout.ready_queue("A"))) == 1, sent
+        assert ("GetChildren", layout.ready_queue("A")) in sent[slot_commit:], sent
+    finally:
+        agent.stop()
+        fleet.close()
+
+
+def test_a_wake_up_that_gives_no_turn_costs_one_lock_take_and_changes_nothing(client, layout, zk, zk_connect, tmp_path):
+    # Quorum 3 of h2, h3, h4 healthy (h1 in its turn): h2 is a candidate (max_parallel 2) but has no budget.
+    fleet, agent, instance, recorder = _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum=3, max_parallel=2)
+    try:
+        client.ensure_path(layout.lock("A"))  # as after any earlier turn: one create per lock take
+        agent.woken.clear()
+        fleet.deregister("A", "h4")
+        assert agent.woken.wait(5), "the candidate h2 was not woken by a change of A's registrations"
+        mark = len(recorder.requests)
+        agent.iteration()
+        locks = [path for kind, path in recorder.since(mark) if kind == "Create" and path.startswith(layout.lock("A") + "/")]
+        assert len(locks) == 1, recorder.since(mark)
+        assert agent.decisions["A"][0].action == "wait", agent.decisions
+        assert instance.stops == [] and client.exists(layout.slot("A", "h2")) is None
+        assert client.get_children(layout.lock("A")) == []
+        # No new change, no new take: the next loop decides on its view alone.
+        mark = len(recorder.requests)
+        agent.iteration()
+        assert not [path for kind, path in recorder.since(mark) if kind == "Create"], recorder.since(mark)
+    finally:
+        agent.stop()
+        fleet.close()

@@ -24,7 +24,7 @@ import time
 
 from ..core.layout import Layout, check_name, split_registration, split_sequential
 from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
-from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, services_ahead
+from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, services_ahead
 from ..core.signing import screen_releases
 from ..store.client import (
     KazooException,
@@ -230,6 +230,9 @@ class Agent(object):
 
     def iteration(self):
         """Refresh the view if something changed, then decide and perform one step per service."""
+        if self.connected:
+            self._check_session()
+            self._take_turns_at_once()
         snapshot = self.refresh_view() if self.connected else None
         for name in self.config.service_names:
             # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
@@ -260,15 +263,7 @@ class Agent(object):
 
     def refresh_view(self):
         """The view as a Snapshot, re-read where invalidated; watches planned and armed. None on a read error."""
-        session = self.client.client_id
-        if session != self._session:
-            # A new session: no watch of ours survived, and our ephemeral nodes may be gone.
-            self._session = session
-            self._roster_written = False
-            self._presence = None
-            # Registrations of the old session are gone, or go when it expires: none is ours.
-            self._registered = {}
-            self.view.session_lost()
+        self._check_session()
         if time.monotonic() >= self._next_tick:
             # Jittered, so a fleet restarted at once does not tick in step.
             self._next_tick = time.monotonic() + self.config.safety_tick * random.uniform(0.8, 1.2)
@@ -286,6 +281,54 @@ class Agent(object):
             self.log.warning("cannot read the rollout tree: %s", exc.__class__.__name__)
             return None
         return self.snapshot
+
+    def _check_session(self):
+        session = self.client.client_id
+        if session != self._session:
+            # A new session: no watch of ours survived, and our ephemeral nodes may be gone.
+            self._session = session
+            self._roster_written = False
+            self._presence = None
+            # Registrations of the old session are gone, or go when it expires: none is ours.
+            self._registered = {}
+            self.view.session_lost()
+
+    def _take_turns_at_once(self):
+        """Take the turn of a service whose watch woke us while we are next in line, before the view is read again.
+
+        The take reads what its decision needs afresh under the service lock anyway (``_take_slot``),
+        so reading the view first would only delay the hand-off. Only a change by someone else
+        (a watch, never our own write) starts this, and never while a refused take is being
+        retried: each wake-up costs at most one lock take per service. A refused take changes
+        nothing, and the loop goes on to read the view and decide as always.
+        """
+        # Not before this session wrote its roster and copies (refresh_view), nor behind a lock node of ours left over.
+        if self.snapshot is None or not self._roster_written or release_leftover_locks(self.client):
+            return
+        for name in self.config.service_names:
+            if self._refused.get(name) or not self.view.notified(name) or not self._next_in_line(name):
+                continue
+            try:
+                local = self.local_view(name)
+                target = self.snapshot.service(name).release.version
+                if local.managed and not local.progress.in_switch and local.running not in (None, target) and local.healthy:
+                    self._take_slot(name, Decision(actions.TAKE_SLOT, "", target), at_once=True)
+            except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
+                self.log.error("service %s: taking the turn failed: %s: %s", name, exc.__class__.__name__, exc)
+
+    def _next_in_line(self, name):
+        """True if, in the view, ``name`` is rolling and this host waits in its ready queue without a slot.
+
+        The view may be older than the change that woke us (a host behind the first
+        ``max_parallel`` watches only the members just ahead of it, ``agent.wakeups``), so its
+        position there says little: the wake-up plan already picks the few hosts whose turn a
+        change can give. A service the view shows halted, paused or waiting for others is left
+        to the loop's fresh view: its turn comes with a change of another service.
+        """
+        snapshot = self.snapshot
+        state = snapshot.service(name)
+        return (snapshot.rollout is not None and snapshot.rollout.state == "running" and state.release is not None and not state.failures
+                and rollout_stage(snapshot, name) in ("rolling", "finished") and self.host not in state.slots and self.host in state.ready_hosts)
 
     def _read_view(self):
         known = set(self.snapshot.problems) if self.snapshot is not None else set()
@@ -649,8 +692,12 @@ class Agent(object):
             self.log.error("service %s: %s of %s failed: %s", name, exc.stage, version, exc.reason)
             self.record_failure(name, version, exc.stage, exc.reason)
 
-    def _take_slot(self, name, decision):
-        """Take the slot (service lock, fresh read, decide again while CONNECTED), then switch."""
+    def _take_slot(self, name, decision, at_once=False):
+        """Take the slot (service lock, fresh read, decide again while CONNECTED), then switch.
+
+        ``at_once`` (``_take_turns_at_once``): the decision was not made on a fresh view; the
+        fresh read decides alone, and a refusal is not recorded (the loop decides next).
+        """
         view = self.local_view(name)
         slot = Slot(to_version=decision.version, from_version=view.running, since=time.time(),
                     owner=agent_owner(self.host), session="%x" % self.client.client_id[0])
@@ -663,6 +710,11 @@ class Agent(object):
         registered = self._registered.get(name)
         taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=self._decision_services(name),
                                            leaving=self.leaving_registration(name))
+        if at_once:
+            if not taken:
+                return
+            self._record(name, Decision(decision.action, reason, decision.version))
+            self.view.invalidate([name])
         if not taken:
             self._record(name, Decision(actions.WAIT, reason))
             # The fresh read disagreed with the view: read what the decision rests on again. At once

@@ -8,8 +8,8 @@ was *invalidated*: by a watch that fired, by the agent's own write, by a new ses
 long safety tick. A refresh re-reads only the invalidated parts, in pipelined requests.
 
 Watches are planned by the agent (``agent.wakeups``) and armed here: a watch that a read can
-carry rides on that read; the others are armed with one request each, and if that request
-shows the node already changed since the read, the part is invalidated at once (no change is
+carry rides on that read; the others are armed with one request each, sent together, and if
+that request shows the node already changed since the read, the part is invalidated at once (no change is
 lost between a read and its watch). Callbacks run on kazoo's thread and only record what fired
 and wake the loop; all requests happen on the agent's own thread.
 """
@@ -39,6 +39,8 @@ class AgentView(object):
         self._lock = threading.Lock()
         self._armed = set()
         self._dirty = {GLOBAL} | set(self.services)
+        # Parts whose watch fired since they were last read (an own invalidation is not in here).
+        self._notified = set()
         self._keys = {}
         self._global = (None, -1, ())
         self._global_problems = ()
@@ -73,6 +75,7 @@ class AgentView(object):
         """The connection or the session was lost: no watch of ours is left; re-read everything."""
         with self._lock:
             self._armed.clear()
+            self._notified.clear()
         self.invalidate()
 
     def age(self, name):
@@ -84,6 +87,11 @@ class AgentView(object):
         """True if the next refresh will read something."""
         return bool(self._dirty)
 
+    def notified(self, name):
+        """True if a watch on ``name``'s part fired since it was last read (a change by someone else, not our own)."""
+        with self._lock:
+            return name in self._notified
+
     def _fired(self, kind, event):
         with self._lock:
             if event.path is None:
@@ -93,7 +101,9 @@ class AgentView(object):
                 self._dirty |= set(self._states) | {GLOBAL} | set(self.services)
             else:
                 self._armed.discard((kind, event.path))
-                self._dirty |= self._keys.get((kind, event.path), {GLOBAL})
+                keys = self._keys.get((kind, event.path), {GLOBAL})
+                self._dirty |= keys
+                self._notified |= keys
                 self.notifications += 1
         self.wake()
 
@@ -125,6 +135,7 @@ class AgentView(object):
         """
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            self._notified -= dirty
         names = [name for name in self.services + sorted(set(dependencies) - set(self.services))
                  if name in dirty or name not in self._states]
         reader = Reader(self.client, self)
@@ -178,21 +189,23 @@ class AgentView(object):
     def arm(self):
         """Arm every planned watch that no read carried; invalidate what changed since it was read.
 
-        Returns the number of requests sent.
+        The requests go out together (one round trip). Returns the number of watches armed.
         """
         with self._lock:
             missing = [key for key in self._keys if key not in self._armed]
             self._armed.update(missing)
         try:
-            for kind, path in missing:
+            sent = [(kind, path, self.client.get_children_async(path, watch=self._on_children) if kind == "children"
+                     else self.client.exists_async(path, watch=self._on_exists)) for kind, path in missing]
+            for kind, path, answer in sent:
                 if kind == "children":
                     try:
-                        changed = sorted(self.client.get_children(path, watch=self._on_children)) != self._listings.get(path)
+                        changed = sorted(answer.get()) != self._listings.get(path)
                     except NoNodeError:
                         # No node, no child watch: watch for its creation instead (it counts as armed).
                         changed = self.client.exists(path, watch=self._on_children) is not None or self._listings.get(path) is not None
                 else:
-                    changed = (self.client.exists(path, watch=self._on_exists) is not None) != (path in self._existing)
+                    changed = (answer.get() is not None) != (path in self._existing)
                 if changed:
                     with self._lock:
                         self._dirty |= self._keys.get((kind, path), {GLOBAL})
