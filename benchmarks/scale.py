@@ -17,8 +17,10 @@ Per size it reports:
   rolled service is done), over one safety tick;
 - per host upgrade, fleet wide: requests and watch notifications in the steady state of a
   rollout of one service with k = 2 (max_parallel 2, quorum N - 2) while the other services
-  idle, counted between the 3rd and the (3 + W)th finished host upgrade; the fleet's idle load
-  (the agents' safety ticks, measured before) is subtracted, and also shown included;
+  idle, counted from the 3rd finished host upgrade on for W = 20 upgrades, never the last three
+  of a rollout (the end of the ready queue and the service's completion wake others): at N = 10
+  that is the 3rd to the 7th upgrade of each of several rollouts back and forth; the fleet's idle
+  load (the agents' safety ticks, measured before) is subtracted, and also shown included;
 - the seeding wave: requests and notifications per agent when the release appears;
 - one agent's refresh of its whole view (what its safety tick costs): requests and milliseconds;
 - and the ratios N=1000 / N=10.
@@ -66,6 +68,7 @@ OLD, NEW = "1.0.0", "2.0.0"
 SAFETY_TICK = 60.0
 LOOP_WAIT = 5.0
 WINDOW = 20
+MAX_ROLLOUTS = 8
 
 
 def agent_config(host, services, workdir, zk_hosts, root):
@@ -158,8 +161,8 @@ class SimulatedFleet(object):
     def notifications(self):
         return sum(agent.view.notifications for agent in self.agents if agent.view is not None)
 
-    def upgraded(self, service):
-        return sum(1 for agent in self.agents if agent.drivers[service].version == NEW and not agent.state.get(service).in_switch)
+    def upgraded(self, service, version=NEW):
+        return sum(1 for agent in self.agents if agent.drivers[service].version == version and not agent.state.get(service).in_switch)
 
     def registered(self, client, services):
         snapshot = read_snapshot(client, self.layout, services=services)
@@ -169,12 +172,12 @@ class SimulatedFleet(object):
         return len(read_snapshot(client, self.layout, services=[service]).service(service).ready_queue)
 
 
-def wait_until(condition, timeout, what):
+def wait_until(condition, timeout, what, poll=0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(poll)
     raise SystemExit("scale: gave up after %.0fs waiting for %s" % (timeout, what))
 
 
@@ -220,29 +223,48 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
         finally:
             zkclient.disconnect(probe_client)
 
-        # The rollout of one service, k = 2.
+        # Rollouts of one service, k = 2. Only upgrades with hosts still waiting behind the
+        # candidates count, never the last three of a rollout (the end of the ready queue and the
+        # service's completion wake others): where every host runs the real agent (N = 10) that
+        # is the 3rd to the 7th of each rollout, so several rollouts (back and forth between the
+        # two versions) add up to WINDOW upgrades.
         requests, notifications = fleet.requests(), fleet.notifications()
-        tree.seed(controller, fleet.layout, tree.release(tree.service(rolled, version=NEW, quorum=hosts - 2, max_parallel=2), id="scale"))
-        wait_until(lambda: fleet.ready(controller, rolled) + fleet.upgraded(rolled) >= real, 120, "every real agent to join the ready queue")
-        fleet.passive_join(rolled)
-        wait_until(lambda: fleet.upgraded(rolled) >= 3, 120, "the first three upgrades")
-        mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled)
-        seeding = ((mark_requests - requests) / float(real), (mark_notifications - notifications) / float(real))
-        window = min(WINDOW, real - mark_upgrades)
-        began = time.monotonic()
-        wait_until(lambda: fleet.upgraded(rolled) >= mark_upgrades + window, 60 + window * 5.0, "%d more upgrades" % window)
-        elapsed = time.monotonic() - began
-        upgrades = fleet.upgraded(rolled) - mark_upgrades
-        window_requests = fleet.requests() - mark_requests
+        counted = {"requests": 0, "notifications": 0, "upgrades": 0, "elapsed": 0.0}
+        seeding, target = None, NEW
+        for rollout in range(1, MAX_ROLLOUTS + 1):
+            tree.seed(controller, fleet.layout, tree.release(tree.service(rolled, version=target, quorum=hosts - 2, max_parallel=2),
+                                                              id="scale-%d" % rollout))
+            wait_until(lambda: fleet.ready(controller, rolled) + fleet.upgraded(rolled, target) >= real, 120,
+                       "every real agent to join the ready queue")
+            if rollout == 1:
+                fleet.passive_join(rolled)
+            wait_until(lambda: fleet.upgraded(rolled, target) >= 3, 120, "the first three upgrades", poll=0.005)
+            mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled, target)
+            if seeding is None:
+                seeding = ((mark_requests - requests) / float(real), (mark_notifications - notifications) / float(real))
+            last = real - 3 if real == hosts else real
+            stop_at = min(mark_upgrades + WINDOW - counted["upgrades"], last)
+            began = time.monotonic()
+            wait_until(lambda: fleet.upgraded(rolled, target) >= stop_at, 60 + WINDOW * 5.0, "%d more upgrades" % (stop_at - mark_upgrades),
+                       poll=0.005)
+            counted["elapsed"] += time.monotonic() - began
+            counted["upgrades"] += fleet.upgraded(rolled, target) - mark_upgrades
+            counted["requests"] += fleet.requests() - mark_requests
+            counted["notifications"] += fleet.notifications() - mark_notifications
+            if counted["upgrades"] >= WINDOW or real < hosts:
+                break
+            wait_until(lambda: overall_state(read_snapshot(controller, fleet.layout))[0] == "done", 120, "rollout %d to be done" % rollout)
+            target = OLD if target == NEW else NEW
+        upgrades, elapsed, window_requests = counted["upgrades"], counted["elapsed"], counted["requests"]
         # The idle load (safety ticks) runs on during the window; what the upgrades cost is the rest.
         background = idle_rate * real * elapsed
-        per_upgrade = ((window_requests - background) / float(upgrades), (fleet.notifications() - mark_notifications) / float(upgrades))
+        per_upgrade = ((window_requests - background) / float(upgrades), counted["notifications"] / float(upgrades))
         return {
             "hosts": hosts, "services": service_count, "real_agents": real, "sessions": len(fleet.clients), "startup_s": round(startup, 1),
             "idle_requests_per_agent_s": round(idle_rate, 4), "idle_notifications": idle_notifications,
             "requests_per_upgrade": round(per_upgrade[0], 1), "notifications_per_upgrade": round(per_upgrade[1], 1),
             "requests_per_upgrade_with_idle_load": round(window_requests / float(upgrades), 1),
-            "upgrades_counted": upgrades, "upgrade_s": round(elapsed / upgrades, 3),
+            "upgrades_counted": upgrades, "rollouts": rollout, "upgrade_s": round(elapsed / upgrades, 3),
             "seeding_requests_per_agent": round(seeding[0], 1), "seeding_notifications_per_agent": round(seeding[1], 1),
             "refresh_requests": refresh_requests, "refresh_ms_p50": round(statistics.median(timings), 1),
         }, root
@@ -401,13 +423,13 @@ def real_agent_process(zk, root, services, workdir, seconds=30.0):
 
 
 def table(results):
-    lines = ["| N x S | real agents / sessions | idle req/s per agent | req per upgrade (with idle load) | notif per upgrade | seeding req / notif per agent "
-             "| full refresh req / ms | s per upgrade |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| N x S | real agents / sessions | idle req/s per agent | upgrades counted (rollouts) | req per upgrade (with idle load) "
+             "| notif per upgrade | seeding req / notif per agent | full refresh req / ms | s per upgrade |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in results:
-        lines.append("| %d x %d | %d / %d | %.3f | %.1f (%.1f) | %.1f | %.1f / %.1f | %.0f / %.1f | %.2f |" % (
-            row["hosts"], row["services"], row["real_agents"], row["sessions"], row["idle_requests_per_agent_s"], row["requests_per_upgrade"],
-            row["requests_per_upgrade_with_idle_load"],
+        lines.append("| %d x %d | %d / %d | %.3f | %d (%d) | %.1f (%.1f) | %.1f | %.1f / %.1f | %.0f / %.1f | %.2f |" % (
+            row["hosts"], row["services"], row["real_agents"], row["sessions"], row["idle_requests_per_agent_s"], row["upgrades_counted"],
+            row["rollouts"], row["requests_per_upgrade"], row["requests_per_upgrade_with_idle_load"],
             row["notifications_per_upgrade"], row["seeding_requests_per_agent"], row["seeding_notifications_per_agent"],
             row["refresh_requests"], row["refresh_ms_p50"], row["upgrade_s"]))
     return "\n".join(lines)
