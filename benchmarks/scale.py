@@ -232,21 +232,21 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
         counted = {"requests": 0, "notifications": 0, "upgrades": 0, "elapsed": 0.0}
         seeding, target = None, NEW
         for rollout in range(1, MAX_ROLLOUTS + 1):
-            tree.seed(controller, fleet.layout, tree.release(tree.service(rolled, version=target, quorum=hosts - 2, max_parallel=2),
-                                                              id="scale-%d" % rollout))
-            wait_until(lambda: fleet.ready(controller, rolled) + fleet.upgraded(rolled, target) >= real, 120,
+            release = tree.service(rolled, version=target, quorum=hosts - 2, max_parallel=2)
+            tree.seed(controller, fleet.layout, tree.release(release, id="scale-%d" % rollout))
+            wait_until(lambda version=target: fleet.ready(controller, rolled) + fleet.upgraded(rolled, version) >= real, 120,
                        "every real agent to join the ready queue")
             if rollout == 1:
                 fleet.passive_join(rolled)
-            wait_until(lambda: fleet.upgraded(rolled, target) >= 3, 120, "the first three upgrades", poll=0.005)
+            wait_until(lambda version=target: fleet.upgraded(rolled, version) >= 3, 120, "the first three upgrades", poll=0.005)
             mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled, target)
             if seeding is None:
                 seeding = ((mark_requests - requests) / float(real), (mark_notifications - notifications) / float(real))
             last = real - 3 if real == hosts else real
             stop_at = min(mark_upgrades + WINDOW - counted["upgrades"], last)
             began = time.monotonic()
-            wait_until(lambda: fleet.upgraded(rolled, target) >= stop_at, 60 + WINDOW * 5.0, "%d more upgrades" % (stop_at - mark_upgrades),
-                       poll=0.005)
+            wait_until(lambda version=target, count=stop_at: fleet.upgraded(rolled, version) >= count, 60 + WINDOW * 5.0,
+                       "%d more upgrades" % (stop_at - mark_upgrades), poll=0.005)
             counted["elapsed"] += time.monotonic() - began
             counted["upgrades"] += fleet.upgraded(rolled, target) - mark_upgrades
             counted["requests"] += fleet.requests() - mark_requests

@@ -10,7 +10,9 @@ of ours are replaced, not trusted.
 The agent reads only its own bounded view (``store.views.AgentView``): the rollout node, the
 deploy queue and its own services. Each loop probes the local instances (no ZooKeeper request)
 and decides on the view; the view re-reads only what a watch, an own write, a new session or
-the long ``safety_tick`` invalidated, and ``agent.wakeups`` plans which watches to keep.
+the long ``safety_tick`` invalidated, and ``agent.wakeups`` plans which watches to keep. A host
+woken while it waits in a service's ready queue tries its turn first, on the fresh read the take
+makes under the service lock anyway, and reads its view after.
 """
 
 from __future__ import annotations
@@ -297,10 +299,11 @@ class Agent(object):
         """Take the turn of a service whose watch woke us while we are next in line, before the view is read again.
 
         The take reads what its decision needs afresh under the service lock anyway (``_take_slot``),
-        so reading the view first would only delay the hand-off. Only a change by someone else
-        (a watch, never our own write) starts this, and never while a refused take is being
-        retried: each wake-up costs at most one lock take per service. A refused take changes
-        nothing, and the loop goes on to read the view and decide as always.
+        so reading the view first would only delay the hand-off (the next host goes down a few
+        milliseconds after the previous one answered again). Only a watch that fired on the
+        service starts this (never our own invalidation), and never while a refused take is
+        being retried: each wake-up costs at most one lock take per service. A refused take
+        changes nothing, and the loop goes on to read the view and decide as always.
         """
         # Not before this session wrote its roster and copies (refresh_view), nor behind a lock node of ours left over.
         if self.snapshot is None or not self._roster_written or release_leftover_locks(self.client):

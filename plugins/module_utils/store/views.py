@@ -9,8 +9,8 @@ long safety tick. A refresh re-reads only the invalidated parts, in pipelined re
 
 Watches are planned by the agent (``agent.wakeups``) and armed here: a watch that a read can
 carry rides on that read; the others are armed with one request each, sent together, and if
-that request shows the node already changed since the read, the part is invalidated at once (no change is
-lost between a read and its watch). Callbacks run on kazoo's thread and only record what fired
+that request shows the node already changed since the read, the part is invalidated at once (no
+change is lost between a read and its watch). Callbacks run on kazoo's thread and only record what fired
 and wake the loop; all requests happen on the agent's own thread.
 """
 
@@ -88,7 +88,7 @@ class AgentView(object):
         return bool(self._dirty)
 
     def notified(self, name):
-        """True if a watch on ``name``'s part fired since it was last read (a change by someone else, not our own)."""
+        """True if a watch on ``name``'s part fired since it was last read (``invalidate`` alone does not count)."""
         with self._lock:
             return name in self._notified
 
