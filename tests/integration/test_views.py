@@ -229,16 +229,17 @@ class _Recorder(object):
         return self.requests[mark:]
 
 
-def _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum, max_parallel):
-    """h1 (fake) in its turn of A; the real agent of h2 next in A's ready queue, waiting; h3, h4 (fake) on 1.0.0."""
+def _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum, max_parallel, h1_in_turn=True):
+    """h1 (fake) first in A's ready queue, in its turn; the real agent of h2 next, waiting; h3, h4 (fake) on 1.0.0."""
     fleet = tree.FakeFleet(zk.hosts, layout)
     for host in ("h1", "h3", "h4"):
         fleet.join(host, {"A": "1.0.0"})
     fleet.join("h2", {"A": None})  # in the roster; its agent registers itself
     tree.seed(client, layout, tree.release(tree.service("A", quorum=quorum, max_parallel=max_parallel), id="r1"))
     fleet.get_ready("A", "h1")
-    fleet.take_slot("A", "h1", "2.0.0", from_version="1.0.0")
-    fleet.deregister("A", "h1")
+    if h1_in_turn:
+        fleet.take_slot("A", "h1", "2.0.0", from_version="1.0.0")
+        fleet.deregister("A", "h1")
     own = zk_connect(zk.hosts)
     recorder = _Recorder(own)
     agent, instance = _agent_on(own, layout, zk, tmp_path, "h2")
@@ -297,6 +298,26 @@ def test_a_wake_up_that_gives_no_turn_costs_one_lock_take_and_changes_nothing(cl
         mark = len(recorder.requests)
         agent.iteration()
         assert not [path for kind, path in recorder.since(mark) if kind == "Create"], recorder.since(mark)
+    finally:
+        agent.stop()
+        fleet.close()
+
+
+def test_a_candidate_behind_another_waiting_candidate_leaves_the_turn_to_it(client, layout, zk, zk_connect, tmp_path):
+    # h1 waits first in line (no slot); quorum 3 of 4 healthy: one turn, h1's. Then h4 goes down: no turn at all.
+    fleet, agent, instance, recorder = _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum=3, max_parallel=2,
+                                                                h1_in_turn=False)
+    try:
+        client.ensure_path(layout.lock("A"))
+        agent.woken.clear()
+        fleet.deregister("A", "h4")
+        assert agent.woken.wait(5), "the candidate h2 was not woken by a change of A's registrations"
+        mark = len(recorder.requests)
+        agent.iteration()
+        # It decides on its view (behind h1, no budget): no lock taken, nothing stopped.
+        assert not [path for kind, path in recorder.since(mark) if kind == "Create"], recorder.since(mark)
+        assert agent.decisions["A"][0].action == "wait" and "number 2 in line" in agent.decisions["A"][0].reason, agent.decisions
+        assert instance.stops == []
     finally:
         agent.stop()
         fleet.close()

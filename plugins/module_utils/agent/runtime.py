@@ -320,18 +320,24 @@ class Agent(object):
                 self.log.error("service %s: taking the turn failed: %s: %s", name, exc.__class__.__name__, exc)
 
     def _next_in_line(self, name):
-        """True if, in the view, ``name`` is rolling and this host waits in its ready queue without a slot.
+        """True if, in the view, ``name`` is rolling and this host waits in its ready queue without a slot, next for a turn.
 
         The view may be older than the change that woke us (a host behind the first
-        ``max_parallel`` watches only the members just ahead of it, ``agent.wakeups``), so its
-        position there says little: the wake-up plan already picks the few hosts whose turn a
-        change can give. A service the view shows halted, paused or waiting for others is left
-        to the loop's fresh view: its turn comes with a change of another service.
+        ``max_parallel`` watches only the members just ahead of it, ``agent.wakeups``), so such a
+        host's position there says little: the wake-up plan already picks the few hosts whose
+        turn a change can give. A candidate (among the first ``max_parallel``) watches what the
+        candidates ahead of it watch, so its view of them is as fresh as theirs: behind one that
+        waits too, it leaves the turn (and the lock) to that one and decides on its view. A
+        service the view shows halted, paused or waiting for others is left to the loop's fresh
+        view: its turn comes with a change of another service.
         """
         snapshot = self.snapshot
         state = snapshot.service(name)
-        return (snapshot.rollout is not None and snapshot.rollout.state == "running" and state.release is not None and not state.failures
-                and rollout_stage(snapshot, name) in ("rolling", "finished") and self.host not in state.slots and self.host in state.ready_hosts)
+        if not (snapshot.rollout is not None and snapshot.rollout.state == "running" and state.release is not None and not state.failures
+                and rollout_stage(snapshot, name) in ("rolling", "finished") and self.host not in state.slots and self.host in state.ready_hosts):
+            return False
+        position = state.ready_hosts.index(self.host)
+        return position >= state.release.max_parallel or all(host in state.slots for host in state.ready_hosts[:position])
 
     def _read_view(self):
         known = set(self.snapshot.problems) if self.snapshot is not None else set()
