@@ -182,8 +182,10 @@ def main(argv=None):
     def on_stop_signal(signum, frame):
         if instance is not None:
             instance.stopping = True
-        # Unwinds serve_forever() in the main thread at once, instead of after its poll interval.
-        raise SystemExit(0)
+        # At once, without the interpreter's own shutdown: that takes 15-40 ms, during which a
+        # request on a kept-alive connection hangs instead of failing, so a monitor would see the
+        # instance go down that much later than it did. Nothing is left to flush (prints flush).
+        os._exit(0)
 
     # Installed before anything else, so a SIGTERM during start-up also exits with status 0.
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,8 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import p
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.wakeups import plan
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import RequestCounter
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import MultiRead, RequestCounter
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import decision_snapshot, read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import take_slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.views import AgentView
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
@@ -143,6 +144,62 @@ def _take_slot_while(client, layout, zk, meanwhile):
         fleet.close()
 
 
+def _three_services_in_a_rollout(client, layout, zk):
+    """A fleet of 4 hosts with A on 2.0.0 (done), B rolling (h1's slot, h2 failed, a malformed slot of h3), C waiting."""
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    for host in ("h1", "h2", "h3", "h4"):
+        fleet.join(host, {"A": "2.0.0", "B": "1.0.0", "C": "1.0.0"})
+    tree.seed(client, layout, tree.release(tree.service("A", quorum=2), tree.service("B", quorum=2, depends_on=["A"]),
+                                           tree.service("C", quorum=2, depends_on=["B"]), id="r1"))
+    for host in ("h1", "h2", "h3", "h4"):
+        fleet.get_ready("B", host)
+        fleet.get_ready("C", host)
+    fleet.take_slot("B", "h1", "2.0.0", from_version="1.0.0")
+    fleet.record_failure("B", "h2", "2.0.0", "health check failed")
+    client.create(layout.slot("B", "h3"), b"{not json")
+    return fleet
+
+
+def test_the_fresh_read_of_a_decision_is_one_request_per_level_and_reads_what_separate_reads_read(client, layout, zk, zk_connect):
+    fleet = _three_services_in_a_rollout(client, layout, zk)
+    try:
+        own = zk_connect(zk.hosts)
+        counter = RequestCounter()
+        counter.attach(own)
+        batched = decision_snapshot(own, layout, ["B", "A", "C"])
+        # The listings and payloads of three services, then the slots and failure records there are.
+        assert counter.by_type == {"MultiRead": 2}, counter.by_type
+        one_by_one = read_snapshot(own, layout, services=["B", "A", "C"])
+        assert counter.by_type["MultiRead"] == 2 and counter.requests > 20, counter.by_type
+        assert batched == one_by_one
+        assert sorted(batched.service("B").slots) == ["h1", "h3"] and batched.service("B").slots["h3"] is None
+        assert list(batched.service("B").failures) == ["h2"] and any("h3" in problem for problem in batched.problems)
+        assert decision_snapshot(own, layout, ["D"]).service("D").release is None
+    finally:
+        fleet.close()
+
+
+def test_taking_a_slot_costs_four_requests_whatever_the_services_its_decision_reads(client, layout, zk, zk_connect):
+    fleet = _three_services_in_a_rollout(client, layout, zk)
+    try:
+        # B is done: no slot or failure record is left to read node by node.
+        fleet.release_slot("B", "h1")
+        client.delete(layout.slot("B", "h3"))
+        client.delete(layout.failure("B", "h2"))
+        own = zk_connect(zk.hosts)
+        own.ensure_path(layout.lock("C"))
+        counter = RequestCounter()
+        counter.attach(own)
+        slot = Slot(to_version="2.0.0", since=time.time(), from_version="1.0.0", owner="agent:h4")
+        taken, reason, snapshot = take_slot(own, layout, "C", "h4", slot, lambda _snapshot: (True, "allowed"), services=["C", "A", "B"])
+        assert taken, reason
+        assert sorted(snapshot.services) == ["A", "B", "C"]
+        # The lock's create and listing, the read of three services, the fenced commit.
+        assert counter.by_type == {"Create": 1, "GetChildren": 1, "MultiRead": 1, "Transaction": 1}, counter.by_type
+    finally:
+        fleet.close()
+
+
 def test_a_slot_decided_under_a_lock_that_was_lost_is_not_created(client, layout, zk):
     def lose_the_lock():
         # What a session expiry does while the decider is frozen: its lock node goes.
@@ -164,8 +221,8 @@ def test_a_slot_decided_on_a_rollout_that_changed_meanwhile_is_not_created(clien
     assert "changed while deciding" in reason
 
 
-def _agent_on(client, layout, zk, tmp_path, host):
-    """The real agent code for ``host`` (service A on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance."""
+def _agent_on(client, layout, zk, tmp_path, host, service="A"):
+    """The real agent code for ``host`` (``service`` on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance."""
     for version in ("1.0.0", "2.0.0"):
         directory = tmp_path / "install" / "versions" / version
         directory.mkdir(parents=True)
@@ -173,13 +230,13 @@ def _agent_on(client, layout, zk, tmp_path, host):
     config = parse_config({"host": host, "state_dir": str(tmp_path / "state"), "zookeeper": {"hosts": zk.hosts, "root": layout.root},
                            "allowed_url_prefixes": ["https://artifacts.example/"],
                            "trusted_keys": [release_signing.public_pem()],
-                           "services": {"A": {"install_dir": str(tmp_path / "install"), "command": ["true", "{version_dir}"],
-                                              "health": {"command": ["true"]}}}},
+                           "services": {service: {"install_dir": str(tmp_path / "install"), "command": ["true", "{version_dir}"],
+                                                  "health": {"command": ["true"]}}}},
                           "test agent config")
     agent = Agent(config, client=client)
     instance = InMemoryInstance("1.0.0")
-    agent.drivers["A"] = agent.health["A"] = instance
-    agent.state.update("A", version="1.0.0")
+    agent.drivers[service] = agent.health[service] = instance
+    agent.state.update(service, version="1.0.0")
     agent.connect()
     return agent, instance
 
@@ -213,14 +270,20 @@ def test_an_agent_never_stops_its_instance_once_its_fresh_slot_is_no_longer_its_
 
 
 class _Recorder(object):
-    """Every request one kazoo client sends, in order, as ``(kind, path)`` (a transaction's path is None)."""
+    """Every read and write one kazoo client sends, in order, as ``(kind, path)`` (a transaction's path is None).
+
+    The reads of a multiRead request are recorded one by one, as they would be sent without it.
+    """
 
     def __init__(self, client):
         self.requests = []
         send = client._call
 
         def recorded(request, async_object):
-            self.requests.append((type(request).__name__, getattr(request, "path", None)))
+            if isinstance(request, MultiRead):
+                self.requests.extend((type(operation).__name__, operation.path) for operation in request)
+            else:
+                self.requests.append((type(request).__name__, getattr(request, "path", None)))
             return send(request, async_object)
 
         client._call = recorded
@@ -276,6 +339,47 @@ def test_a_woken_agent_next_in_line_takes_its_turn_on_the_fresh_read_alone(clien
         assert ("GetChildren", layout.ready_queue("A")) in sent[slot_commit:], sent
     finally:
         agent.stop()
+        fleet.close()
+
+
+def test_a_host_whose_predecessor_leaves_the_line_takes_its_turn_at_once_though_its_view_of_the_service_ahead_is_old(
+        client, layout, zk, zk_connect, tmp_path):
+    # B waits for A. The real agent of h2 runs B alone, second in B's line behind h1: it watches
+    # h1's place in the line, not A, so its view still shows A unfinished when h1 ends its turn of B.
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    try:
+        for host in ("h1", "h3"):
+            fleet.join(host, {"A": "1.0.0", "B": "1.0.0"})
+        fleet.join("h2", {"B": None})
+        tree.seed(client, layout, tree.release(tree.service("A", quorum=1), tree.service("B", quorum=2, depends_on=["A"]), id="r1"))
+        fleet.get_ready("B", "h1")
+        own = zk_connect(zk.hosts)
+        recorder = _Recorder(own)
+        agent, instance = _agent_on(own, layout, zk, tmp_path, "h2", service="B")
+        for _unused in range(10):
+            agent.woken.clear()
+            agent.iteration()
+            waiting = agent.decisions.get("B") and agent.decisions["B"][0].action == "wait"
+            if waiting and "h2" in agent.snapshot.service("B").ready_hosts and not agent.woken.wait(0.3):
+                break
+        assert agent.snapshot.service("B").ready_hosts == ["h1", "h2"], agent.decisions
+        for host in ("h1", "h3"):
+            fleet.upgrade("A", host, "2.0.0")
+        fleet.upgrade("B", "h1", "2.0.0")
+        member = [node for node in client.get_children(layout.ready_queue("B")) if node.startswith("h1-")][0]
+        agent.woken.clear()
+        client.delete(layout.ready_member("B", member))
+        assert agent.woken.wait(5), "h2 was not woken when h1 left B's line"
+        assert "behind A" in agent.decisions["B"][0].reason and agent.snapshot.service("A").registrations["h1"] == "1.0.0", agent.decisions
+        mark = len(recorder.requests)
+        agent.iteration()
+        assert agent.counters.get("take_slot") == 1, agent.decisions
+        assert instance.version == "2.0.0" and len(instance.stops) == 1
+        sent = recorder.since(mark)
+        slot_commit = sent.index(("Transaction", None))
+        # Decided on the read under the lock alone: B's line was listed once before the commit.
+        assert sent[:slot_commit].count(("GetChildren", layout.ready_queue("B"))) == 1, sent
+    finally:
         fleet.close()
 
 

@@ -329,12 +329,21 @@ class Agent(object):
         candidates ahead of it watch, so its view of them is as fresh as theirs: behind one that
         waits too, it leaves the turn (and the lock) to that one and decides on its view. A
         service the view shows halted, paused or waiting for others is left to the loop's fresh
-        view: its turn comes with a change of another service.
+        view (its turn comes with a change of another service), unless a member just ahead of us
+        left the ready queue: that host ended its turn, so the service rolls although our view of
+        the services ahead of it, which we did not watch from back there, still shows them rolling.
         """
         snapshot = self.snapshot
         state = snapshot.service(name)
         if not (snapshot.rollout is not None and snapshot.rollout.state == "running" and state.release is not None and not state.failures
-                and rollout_stage(snapshot, name) in ("rolling", "finished") and self.host not in state.slots and self.host in state.ready_hosts):
+                and self.host not in state.slots and self.host in state.ready_hosts):
+            return False
+        if self.view.moved_up(name):
+            # A member just ahead of us left the line: almost always at the end of its turn. Behind
+            # the first max_parallel we watched nothing else, so our place and the services ahead
+            # (a previous service of the deploy queue, complete meanwhile) are older than that.
+            return True
+        if rollout_stage(snapshot, name) not in ("rolling", "finished"):
             return False
         position = state.ready_hosts.index(self.host)
         return position >= state.release.max_parallel or all(host in state.slots for host in state.ready_hosts[:position])

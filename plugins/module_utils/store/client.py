@@ -27,6 +27,7 @@ from ..core.model import DEFAULT_JUTE_MAXBUFFER
 # The exception classes are re-exported: the rest of the collection catches them from here.
 try:
     from kazoo.client import KazooClient
+    from kazoo.exceptions import EXCEPTIONS as _KAZOO_ERRORS
     from kazoo.exceptions import (  # pylint: disable=unused-import
         BadVersionError,
         InvalidACLError,
@@ -36,9 +37,24 @@ try:
         NodeExistsError,
         NoNodeError,
         RolledBackError,
+        UnimplementedError,
     )
     from kazoo.handlers.threading import KazooTimeoutError
-    from kazoo.protocol.serialization import Create, Create2, Transaction
+    from kazoo.protocol.paths import _prefix_root
+    from kazoo.protocol.serialization import (
+        Create,
+        Create2,
+        GetChildren,
+        GetData,
+        MultiHeader,
+        Transaction,
+        int_struct,
+        multiheader_struct,
+        read_buffer,
+        read_string,
+        stat_struct,
+    )
+    from kazoo.protocol.states import ZnodeStat
     from kazoo.retry import KazooRetry
     from kazoo.security import ACL, Id, Permissions, make_acl, make_digest_acl
 
@@ -69,6 +85,9 @@ except ImportError as exc:  # reported by require_kazoo() where a client is actu
         """Stands in for kazoo's class so this module imports without kazoo."""
 
     class KazooTimeoutError(Exception):
+        """Stands in for kazoo's class so this module imports without kazoo."""
+
+    class UnimplementedError(KazooException):
         """Stands in for kazoo's class so this module imports without kazoo."""
 
 # What callers outside the store catch; the store is the only code that imports kazoo.
@@ -526,3 +545,129 @@ class RequestCounter(object):
 
         client._call = counted
         return client
+
+
+# Multi-reads: many reads in one request (ZooKeeper 3.6 and later).
+class MultiRead(tuple):
+    """ZooKeeper's ``multiRead`` request (opcode 22): child listings and data reads answered in one reply, without watches.
+
+    kazoo has no call for it; its connection sends any request object that knows its ``type``,
+    ``serialize()`` and ``deserialize()``, as it does ``Transaction``. Each operation is answered
+    on its own (a missing node is a ``NoNodeError`` in its place); unlike a transaction, the
+    reads are not one atomic view, just as pipelined reads are not.
+    """
+
+    type = 22
+
+    def serialize(self):
+        """The operations as ZooKeeper's MultiOperationRecord: a header before each, a closing one."""
+        body = bytearray()
+        for operation in self:
+            body.extend(MultiHeader(operation.type, False, -1).serialize() + operation.serialize())
+        return body + multiheader_struct.pack(-1, True, -1)
+
+    @classmethod
+    def deserialize(cls, data, offset):
+        """The answers in request order: a list of children, ``(data, ZnodeStat)``, or a kazoo exception."""
+        answers = []
+        header, offset = MultiHeader.deserialize(data, offset)
+        while not header.done:
+            if header.type == GetChildren.type:
+                count = int_struct.unpack_from(data, offset)[0]
+                offset += int_struct.size
+                children = []
+                for _index in range(max(count, 0)):
+                    child, offset = read_string(data, offset)
+                    children.append(child)
+                answers.append(children)
+            elif header.type == GetData.type:
+                value, offset = read_buffer(data, offset)
+                answers.append((value, ZnodeStat._make(stat_struct.unpack_from(data, offset))))
+                offset += stat_struct.size
+            elif header.type == -1:
+                answers.append(_KAZOO_ERRORS[int_struct.unpack_from(data, offset)[0]]())
+                offset += int_struct.size
+            else:
+                raise ValueError("unexpected answer of type %r in a multiRead reply" % header.type)
+            header, offset = MultiHeader.deserialize(data, offset)
+        return answers
+
+
+# Clients whose server answered a multiRead with UNIMPLEMENTED (before 3.6): they read one request per node.
+_NO_MULTI_READ = weakref.WeakKeyDictionary()
+
+
+def multi_read_supported(client):
+    """False once ``client``'s server refused a multiRead (ZooKeeper before 3.6)."""
+    return client not in _NO_MULTI_READ
+
+
+class ReadBatch(object):
+    """Reads collected into one multiRead, sent when the first answer is asked for.
+
+    ``get_children(path)`` and ``get(path)`` return answers whose ``get()`` acts like kazoo's
+    async results (the value, or the operation's exception raised). A server before 3.6 answers
+    the first multiRead with UNIMPLEMENTED (and closes the connection): the client is then
+    remembered, and this batch and every later one are sent as one request per read.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self._operations = []
+        self._answers = None
+        self._one_by_one = False
+
+    @property
+    def sent(self):
+        """True once the batch went out: later reads need a new batch."""
+        return self._answers is not None
+
+    def get_children(self, path):
+        """The child listing of ``path``, in this batch."""
+        return self._add(GetChildren(_prefix_root(self.client.chroot, path), None))
+
+    def get(self, path):
+        """``(data, ZnodeStat)`` of ``path``, in this batch."""
+        return self._add(GetData(_prefix_root(self.client.chroot, path), None))
+
+    def _add(self, operation):
+        if self.sent:
+            raise RuntimeError("this read batch was sent already")
+        self._operations.append(operation)
+        return _BatchAnswer(self, len(self._operations) - 1)
+
+    def answer(self, index):
+        """The answer to operation ``index`` (the batch is sent first if it was not)."""
+        if self._answers is None:
+            self._answers = self._send()
+        answer = self._answers[index]
+        if self._one_by_one:
+            return answer.get()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _send(self):
+        if multi_read_supported(self.client):
+            result = self.client.handler.async_result()
+            self.client._call(MultiRead(self._operations), result)
+            try:
+                return result.get()
+            except UnimplementedError:
+                _NO_MULTI_READ[self.client] = True
+        self._one_by_one = True
+        calls = {GetChildren.type: self.client.get_children_async, GetData.type: self.client.get_async}
+        chroot = len(self.client.chroot or "")
+        return [calls[operation.type](operation.path[chroot:] or "/") for operation in self._operations]
+
+
+class _BatchAnswer(object):
+    """One read of a ``ReadBatch``; ``get()`` as kazoo's async results have it."""
+
+    def __init__(self, batch, index):
+        self._batch = batch
+        self._index = index
+
+    def get(self):
+        """The value, or the read's kazoo exception raised."""
+        return self._batch.answer(self._index)

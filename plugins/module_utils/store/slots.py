@@ -30,7 +30,7 @@ import time
 
 from ..core.layout import split_sequential
 from ..core.model import PayloadError, Slot
-from .client import BadVersionError, NoAuthError, NodeExistsError, NoNodeError, RolledBackError, profile_of
+from .client import BadVersionError, NoAuthError, NodeExistsError, NoNodeError, ReadBatch, RolledBackError, profile_of
 from .locks import ServiceLock, release_leftover_locks
 from .reads import decision_snapshot
 from .views import own_registrations
@@ -176,44 +176,42 @@ def finish_turn(client, layout, service, host, version, owner, presence=None, wi
     The next host in line is woken once, by a tree where the new instance already counts as
     healthy and the slot is free. Our own registration left by an older session is replaced,
     not trusted; ``with_copy`` (under an ACL profile) does the same for its copy in the host's own
-    parent (``layout.registration_nodes``), and deletes the slot's copy there. The reads it needs go out together. ``owner`` is as for ``release_slot``;
+    parent (``layout.registration_nodes``), and deletes the slot's copy there. The reads it needs are one request
+    (``client.ReadBatch``). ``owner`` is as for ``release_slot``;
     ``presence`` (the agent's presence node) has its version bumped, as every registration does.
     Returns the registration's path, or None when the slot is not ours (any more) or the tree
     changed meanwhile: the caller then takes the steps one by one.
     """
     wanted, wanted_copy = layout.registration_nodes(service, host, version)
     parent, own_parent = layout.current_service(service), layout.host(host)
-    sent = (client.get_children_async(parent), client.exists_async(wanted), client.get_children_async(layout.ready_queue(service)),
-            client.get_async(layout.slot(service, host)))
-    sent_copies = (client.get_children_async(own_parent), client.exists_async(wanted_copy)) if with_copy else ()
+    # One multiRead: this is the step right before the next host's turn.
+    batch = ReadBatch(client)
+    sent = (batch.get_children(parent), batch.get_children(layout.ready_queue(service)), batch.get(layout.slot(service, host)))
+    sent_copies = batch.get_children(own_parent) if with_copy else None
     # A slot's copy without ours being writable (our own parent was not found ours this session):
     # the steps one by one free it, or free the index's slot alone (``release_slot``).
     stray_copy = client.exists_async(layout.host_slot(host, service)) if not with_copy and profile_of(client) is not None else None
     try:
         if stray_copy is not None and stray_copy.get() is not None:
             return None
-        current, stat, ready, (data, slot_stat) = [answer.get() for answer in sent]
-        copies, copy_stat = [answer.get() for answer in sent_copies] if with_copy else ([], None)
+        current, ready, (data, slot_stat) = [answer.get() for answer in sent]
+        copies = sent_copies.get() if with_copy else []
         if Slot.from_bytes(data, layout.slot(service, host)).owner not in (owner if isinstance(owner, tuple) else (owner,)):
             return None
     except (NoNodeError, PayloadError):
         return None
-    session = client.client_id[0]
-    ours = stat is not None and stat.ephemeralOwner == session
-    copy_ours = copy_stat is not None and copy_stat.ephemeralOwner == session
+    # Every registration of ours there is replaced, the one of this version too: after the slot's
+    # take (which deleted this session's own) only an older session can have left one.
     transaction = client.transaction()
     for node in own_registrations(current, host):
-        if parent + "/" + node != wanted or not ours:
-            transaction.delete(parent + "/" + node)
+        transaction.delete(parent + "/" + node)
     for node in own_registrations(copies, service):
-        if own_parent + "/" + node != wanted_copy or not copy_ours:
-            transaction.delete(own_parent + "/" + node)
+        transaction.delete(own_parent + "/" + node)
     slot_copy = layout.host_slot(host, service)
     if slot_copy.rsplit("/", 1)[1] in copies:
         transaction.delete(slot_copy)
-    if not ours:
-        transaction.create(wanted, b"", ephemeral=True)
-    if with_copy and not copy_ours:
+    transaction.create(wanted, b"", ephemeral=True)
+    if with_copy:
         transaction.create(wanted_copy, b"", ephemeral=True)
     for node in ready:
         if (split_sequential(node) or (None,))[0] == host:

@@ -39,8 +39,10 @@ class AgentView(object):
         self._lock = threading.Lock()
         self._armed = set()
         self._dirty = {GLOBAL} | set(self.services)
-        # Parts whose watch fired since they were last read (an own invalidation is not in here).
+        # Parts whose watch fired since they were last read (an own invalidation is not in here),
+        # and the services among them where a member ahead of us left the ready queue.
         self._notified = set()
+        self._moved_up = set()
         self._keys = {}
         self._global = (None, -1, ())
         self._global_problems = ()
@@ -76,6 +78,7 @@ class AgentView(object):
         with self._lock:
             self._armed.clear()
             self._notified.clear()
+            self._moved_up.clear()
         self.invalidate()
 
     def age(self, name):
@@ -92,6 +95,11 @@ class AgentView(object):
         with self._lock:
             return name in self._notified
 
+    def moved_up(self, name):
+        """True if, since ``name`` was last read, a watched member of its ready queue (one ahead of us) left it."""
+        with self._lock:
+            return name in self._moved_up
+
     def _fired(self, kind, event):
         with self._lock:
             if event.path is None:
@@ -104,6 +112,8 @@ class AgentView(object):
                 keys = self._keys.get((kind, event.path), {GLOBAL})
                 self._dirty |= keys
                 self._notified |= keys
+                if kind == "exists":
+                    self._moved_up |= {name for name in keys if name != GLOBAL and event.path.startswith(self.layout.ready_queue(name) + "/")}
                 self.notifications += 1
         self.wake()
 
@@ -136,6 +146,7 @@ class AgentView(object):
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             self._notified -= dirty
+            self._moved_up -= dirty
         names = [name for name in self.services + sorted(set(dependencies) - set(self.services))
                  if name in dirty or name not in self._states]
         reader = Reader(self.client, self)
