@@ -16,10 +16,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 
 import pytest
@@ -317,6 +319,70 @@ def test_a_kept_alive_connection_closed_by_a_restart_is_not_mistaken_for_an_outa
         assert target.sample() == (True, "2.0.0")
     finally:
         target.close()
+
+
+def _raw_exchange(port, request):
+    """Send ``request`` on a new connection; everything the service answers until it closes (or 1 s passes)."""
+    with socket.create_connection((LOOPBACK, port), timeout=1.0) as connection:
+        connection.sendall(request)
+        answer = b""
+        with contextlib.suppress(socket.timeout):
+            while True:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return answer, True
+                answer += chunk
+    return answer, False
+
+
+def test_the_service_keeps_a_connection_alive_unless_asked_and_answers_each_request_on_it_in_order(demo, artifacts):
+    (port,) = free_ports(1)
+    demo.start(artifacts["1.0.0"], port)
+    wait_healthy(port)
+    two = b"GET /version HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer, closed = _raw_exchange(port, two)
+    first, second = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK\r\n") and first.endswith(b"\r\n\r\n1.0.0") and b"Content-Length: 5\r\n" in first
+    assert second.startswith(b"404 Not Found\r\n") and b"Connection: close\r\n" in second and b"/nothing;" in second
+    assert closed
+    # HTTP/1.0 closes after one answer unless asked to keep the connection; other methods are refused.
+    answer, closed = _raw_exchange(port, b"GET /version HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"1.0.0") and closed
+    answer, closed = _raw_exchange(port, b"POST /health HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /version HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and answer.endswith(b"1.0.0") and not closed
+    # Not HTTP: the connection is dropped, and the service goes on serving others.
+    assert _raw_exchange(port, b"hello\r\n") == (b"", True)
+    assert http_get(port, "/version") == (200, "1.0.0")
+
+
+def test_the_monitor_reads_an_answer_split_over_many_packets_and_counts_one_that_is_not_http_as_down():
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        target = _Target("A", health_url(port), timeout=1.0)
+
+        def serve(*answers):
+            connection, _address = listener.accept()
+            with connection:
+                connection.recv(65536)
+                for part in answers:
+                    connection.sendall(part)
+                    time.sleep(0.02)
+                connection.recv(65536)
+
+        body = json.dumps({"version": "2.0.0"}).encode()
+        parts = [b"HTTP/1.1 200 OK\r\nconTent-LENGTH: %d\r\n" % len(body), b"\r\n", body[:5], body[5:]]
+        server = threading.Thread(target=serve, args=parts)
+        server.start()
+        assert target.sample() == (True, "2.0.0")
+        target.close()
+        server.join(5)
+        server = threading.Thread(target=serve, args=[b"SSH-2.0-OpenSSH\r\n\r\n"])
+        server.start()
+        assert target.sample() == (False, None)
+        target.close()
+        server.join(5)
 
 
 def test_a_target_nobody_listens_on_counts_as_down_from_the_start():
