@@ -316,6 +316,22 @@ def _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum, m
     return fleet, agent, instance, recorder
 
 
+def _turn_taken_on_the_read_under_the_lock(agent, instance, recorder, layout, service):
+    """One iteration of the woken ``agent``: it takes its turn of ``service`` deciding on the read under the lock alone.
+
+    That read lists the service's ready queue once before the slot's commit; a refresh of the
+    view first would list it again. Returns what was sent after the commit.
+    """
+    mark = len(recorder.requests)
+    agent.iteration()
+    assert agent.counters.get("take_slot") == 1, agent.decisions
+    assert instance.version == "2.0.0" and len(instance.stops) == 1
+    sent = recorder.since(mark)
+    slot_commit = sent.index(("Transaction", None))
+    assert sent[:slot_commit].count(("GetChildren", layout.ready_queue(service))) == 1, sent
+    return sent[slot_commit:]
+
+
 def test_a_woken_agent_next_in_line_takes_its_turn_on_the_fresh_read_alone(client, layout, zk, zk_connect, tmp_path):
     fleet, agent, instance, recorder = _agent_waiting_behind_h1(client, layout, zk, zk_connect, tmp_path, quorum=2, max_parallel=1)
     try:
@@ -327,16 +343,9 @@ def test_a_woken_agent_next_in_line_takes_its_turn_on_the_fresh_read_alone(clien
         transaction.delete(layout.ready_member("A", member))
         assert not any(isinstance(result, Exception) for result in transaction.commit())
         assert agent.woken.wait(5), "h2 was not woken by the end of h1's turn"
-        mark = len(recorder.requests)
-        agent.iteration()
-        assert agent.counters.get("take_slot") == 1, agent.counters
-        assert instance.version == "2.0.0" and len(instance.stops) == 1
-        sent = recorder.since(mark)
-        slot_commit = sent.index(("Transaction", None))
-        # The ready queue was listed once before the slot's commit: by the read under the lock,
-        # not by a refresh of the view first (which comes after, with the turn done).
-        assert sent[:slot_commit].count(("GetChildren", layout.ready_queue("A"))) == 1, sent
-        assert ("GetChildren", layout.ready_queue("A")) in sent[slot_commit:], sent
+        after = _turn_taken_on_the_read_under_the_lock(agent, instance, recorder, layout, "A")
+        # The view is refreshed after, with the turn done.
+        assert ("GetChildren", layout.ready_queue("A")) in after, after
     finally:
         agent.stop()
         fleet.close()
@@ -371,14 +380,7 @@ def test_a_host_whose_predecessor_leaves_the_line_takes_its_turn_at_once_though_
         client.delete(layout.ready_member("B", member))
         assert agent.woken.wait(5), "h2 was not woken when h1 left B's line"
         assert "behind A" in agent.decisions["B"][0].reason and agent.snapshot.service("A").registrations["h1"] == "1.0.0", agent.decisions
-        mark = len(recorder.requests)
-        agent.iteration()
-        assert agent.counters.get("take_slot") == 1, agent.decisions
-        assert instance.version == "2.0.0" and len(instance.stops) == 1
-        sent = recorder.since(mark)
-        slot_commit = sent.index(("Transaction", None))
-        # Decided on the read under the lock alone: B's line was listed once before the commit.
-        assert sent[:slot_commit].count(("GetChildren", layout.ready_queue("B"))) == 1, sent
+        _turn_taken_on_the_read_under_the_lock(agent, instance, recorder, layout, "B")
     finally:
         fleet.close()
 
