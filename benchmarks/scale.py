@@ -17,7 +17,7 @@ Per size it reports:
   rolled service is done), over one safety tick;
 - per host upgrade, fleet wide: requests and watch notifications in the steady state of a
   rollout of one service with k = 2 (max_parallel 2, quorum N - 2) while the other services
-  idle, counted from the 3rd finished host upgrade on for W = 20 upgrades, never the last three
+  idle, counted from the 3rd finished host upgrade on for W = 60 upgrades, never the last three
   of a rollout (the end of the ready queue and the service's completion wake others): at N = 10
   that is the 3rd to the 7th upgrade of each of several rollouts back and forth; the fleet's idle
   load (the agents' safety ticks, measured before) is subtracted, and also shown included;
@@ -67,8 +67,8 @@ from ansible_collections.zkrollout.dc.tests.integration import tree  # noqa: E40
 OLD, NEW = "1.0.0", "2.0.0"
 SAFETY_TICK = 60.0
 LOOP_WAIT = 5.0
-WINDOW = 20
-MAX_ROLLOUTS = 8
+WINDOW = 60
+MAX_ROLLOUTS = 14
 
 
 def agent_config(host, services, workdir, zk_hosts, root):
