@@ -320,8 +320,8 @@ def confirmed_decision_cost(zk, hosts, world_reads):
         tree.seed(deployer, layout, tree.release(tree.service("A", version=NEW, quorum=1)))
         deployer.ensure_path(layout.service_roster("A"))
         deployer.ensure_path(layout.current_service("A"))
-        # Small batches: every create carries an ACL listing every agent (about 50 kB at 1000 hosts),
-        # and a large backlog of them held kazoo's heartbeats back long enough to drop the connection.
+        # Every create carries an ACL listing every agent (about 50 kB at 1000 hosts); on a slow
+        # machine the connection dropped while they were answered, so a lost create is sent again.
         for start in range(0, hosts, 20):
             nodes = []
             for name in names[start:start + 20]:
