@@ -466,8 +466,9 @@ def main():
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--real", type=int, default=100, help="hosts that run the real agent code; the rest are passive tree members")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only-acl-profile", action="store_true", help="measure only the decision under the ACL profile")
-    parser.add_argument("--skip-acl-profile", action="store_true", help="leave out the decision under the ACL profile")
+    acl_part = parser.add_mutually_exclusive_group()
+    acl_part.add_argument("--only-acl-profile", action="store_true", help="measure only the decision under the ACL profile")
+    acl_part.add_argument("--skip-acl-profile", action="store_true", help="leave out the decision under the ACL profile")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     service_counts = [int(s) for s in args.services.split(",")]
