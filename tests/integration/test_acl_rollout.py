@@ -11,6 +11,7 @@ quorum, no agent was refused a write, and what each agent created belongs to its
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -117,10 +118,17 @@ def test_registrations_another_agent_deleted_from_the_listing_neither_stall_nor_
 
         for host in ("h2", "h3"):
             intruder.delete(layout.registration("A", host, V1))
-        fleet.seed({"A": {"version": V2, "quorum": QUORUM}})
-        # And a member for h9, which never takes a turn, at the head of the ready queue: the agents
-        # join only once they have downloaded and verified 2.0.0.
-        forged = intruder.create(layout.ready_prefix("A", "h9"), b"", ephemeral=True, sequence=True)
+        # And a member for h9, which never takes a turn, at the head of the ready queue. The agents
+        # are frozen (far shorter than their session timeout) from the seeding to the forgery, so
+        # that none joins first.
+        for host in HOSTS:
+            fleet.fleet.signal(host, signal.SIGSTOP)
+        try:
+            fleet.seed({"A": {"version": V2, "quorum": QUORUM}})
+            forged = intruder.create(layout.ready_prefix("A", "h9"), b"", ephemeral=True, sequence=True)
+        finally:
+            for host in HOSTS:
+                fleet.fleet.signal(host, signal.SIGCONT)
         fleet.wait_for(lambda: len(deployer.get_children(layout.ready_queue("A"))) > 1, 30, "a host to join the ready queue")
         assert min(deployer.get_children(layout.ready_queue("A")), key=lambda node: node.rsplit("-", 1)[1]) == forged.rsplit("/", 1)[1]
         fleet.wait_done(timeout=120)
