@@ -8,8 +8,10 @@ the hosts' part of the tree is written by ``tree.FakeFleet`` as agents write it.
 
 from __future__ import annotations
 
+import threading
 import time
 
+from ansible_collections.zkrollout.dc.plugins.module_utils.agent import runtime
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
@@ -221,8 +223,9 @@ def test_a_slot_decided_on_a_rollout_that_changed_meanwhile_is_not_created(clien
     assert "changed while deciding" in reason
 
 
-def _agent_on(client, layout, zk, tmp_path, host, service="A"):
-    """The real agent code for ``host`` (``service`` on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance."""
+def _agent_on(client, layout, zk, tmp_path, host, service="A", **options):
+    """The real agent code for ``host`` (``service`` on 1.0.0, 2.0.0 already verified on disk) with an in-memory instance;
+    ``options`` go in its config."""
     for version in ("1.0.0", "2.0.0"):
         directory = tmp_path / "install" / "versions" / version
         directory.mkdir(parents=True)
@@ -231,7 +234,7 @@ def _agent_on(client, layout, zk, tmp_path, host, service="A"):
                            "allowed_url_prefixes": ["https://artifacts.example/"],
                            "trusted_keys": [release_signing.public_pem()],
                            "services": {service: {"install_dir": str(tmp_path / "install"), "command": ["true", "{version_dir}"],
-                                                  "health": {"command": ["true"]}}}},
+                                                  "health": {"command": ["true"]}}}, **options},
                           "test agent config")
     agent = Agent(config, client=client)
     instance = InMemoryInstance("1.0.0")
@@ -426,4 +429,54 @@ def test_a_candidate_behind_another_waiting_candidate_leaves_the_turn_to_it(clie
         assert instance.stops == []
     finally:
         agent.stop()
+        fleet.close()
+
+
+def _wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out after %gs waiting for %s" % (timeout, what)
+        time.sleep(0.05)
+
+
+def test_an_idle_agent_iterates_only_when_a_watch_or_a_health_verdict_wakes_it(client, layout, zk, tmp_path, monkeypatch):
+    # Nothing but a wake-up may start an iteration here: no idle refresh, no safety tick within the test.
+    monkeypatch.setattr(runtime, "IDLE_WAIT", 600.0)
+    fleet = tree.FakeFleet(zk.hosts, layout)
+    agent, instance = _agent_on(client, layout, zk, tmp_path, "h1", loop_wait=0.2, safety_tick=600.0)
+    iterations = []
+    iterate = agent.iteration
+
+    def counted():
+        iterations.append(time.monotonic())
+        return iterate()
+
+    agent.iteration = counted
+    thread = threading.Thread(target=agent.run, daemon=True)
+    try:
+        fleet.join("h2", {"A": "1.0.0"})
+        thread.start()
+        _wait_for(lambda: agent.decisions.get("A") and agent.decisions["A"][0].reason == "idle: no rollout of A", 20, "the agent to register and idle")
+        time.sleep(1.0)
+        idle_from = len(iterations)
+        time.sleep(2.0)
+        # loop_wait 0.2 s would be ten iterations.
+        assert len(iterations) - idle_from == 0, "an idle agent iterated %d times in 2 s" % (len(iterations) - idle_from)
+
+        # A watch: the rollout of A is seeded, with 2.0.0 verified on disk the agent joins the ready queue.
+        tree.seed(client, layout, tree.release(tree.service("A", quorum=1), id="r1"))
+        _wait_for(lambda: agent.decisions["A"][0].action not in ("wait",) or "on target" in agent.decisions["A"][0].reason, 20,
+                  "the seeding to wake the agent")
+        _wait_for(lambda: agent.state.get("A").version == "2.0.0" and agent.decisions["A"][0].action == "wait", 30, "h1 to upgrade and idle")
+        time.sleep(1.0)
+        idle_from = len(iterations)
+        time.sleep(2.0)
+        assert len(iterations) - idle_from == 0, "an idle agent iterated %d times in 2 s" % (len(iterations) - idle_from)
+
+        # A health verdict: the instance dies; its worker deregisters it and wakes the loop, which starts it again.
+        instance.version = None
+        _wait_for(lambda: instance.version == "2.0.0", 20, "the agent to start its dead instance again")
+    finally:
+        agent.stop()
+        thread.join(10)
         fleet.close()

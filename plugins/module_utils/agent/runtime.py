@@ -56,6 +56,9 @@ AGENT_VERSION = "zkrollout-agent/0.1.0"
 DOWN_REFRESH = 5.0
 # status.json is rewritten at least this often (seconds), and whenever what it says changes.
 STATUS_REFRESH = 5.0
+# An idle agent (every decision `wait`, nothing to retry) iterates when woken, and at least this
+# often (seconds, or loop_wait if longer): status.json stays fresh and the safety tick on time.
+IDLE_WAIT = STATUS_REFRESH
 
 
 # Slot takes refused by the fresh read that are retried at once, before the agent waits for a wake-up.
@@ -161,14 +164,15 @@ class Agent(object):
             while not self.stopping.is_set():
                 self.woken.clear()
                 try:
-                    self.iteration()
+                    idle = self.iteration()
                 except Exception:  # pylint: disable=broad-except
                     # Nothing read from ZooKeeper may stop the loop: instances left stopped would
                     # never be started again. The traceback says what to fix; the next loop retries.
                     self.log.exception("this iteration failed; the agent goes on")
+                    idle = False
                 if once:
                     break
-                self.woken.wait(self.config.loop_wait)
+                self.woken.wait(self.wait_after(idle))
         finally:
             self.close()
 
@@ -230,16 +234,34 @@ class Agent(object):
         if changed:
             self.woken.set()
 
+    def wait_after(self, idle):
+        """Seconds to wait for a wake-up after an iteration: ``loop_wait`` while something is in
+        progress, else until the safety tick or status.json's refresh is due.
+
+        An idle iteration decided `wait` for every service on a view no watch, own write or new
+        session invalidated: the next one, on the same inputs, would decide the same. What can
+        change a decision wakes the loop (a watch, a health verdict, a connection state), so
+        only what is in progress (an action, a refused take, an error to retry, a read that
+        failed, no session) is paced by ``loop_wait``.
+        """
+        if not idle:
+            return self.config.loop_wait
+        return max(self.config.loop_wait, min(IDLE_WAIT, self._next_tick - time.monotonic()))
+
     def iteration(self):
-        """Refresh the view if something changed, then decide and perform one step per service."""
+        """Refresh the view if something changed, then decide and perform one step per service.
+
+        Returns True if it was idle (see ``wait_after``).
+        """
         if self.connected:
             self._check_session()
             self._take_turns_at_once()
         snapshot = self.refresh_view() if self.connected else None
+        idle = snapshot is not None and self.connected
         for name in self.config.service_names:
             # One service's trouble (a systemctl that hangs, a full disk) must not stop the others.
             try:
-                self._bootstrap(name)
+                idle &= self._bootstrap(name)
                 local = self.local_view(name)
                 if local.running is None and snapshot is not None and local.managed and self.view.age(name) > DOWN_REFRESH:
                     # What a host whose instance is down starts depends on the registrations of
@@ -251,17 +273,22 @@ class Agent(object):
                 self.perform(name, decision, snapshot)
                 if decision.action == actions.WAIT:
                     self._refused.pop(name, None)
-                elif self._refused.get(name, 0) <= IMMEDIATE_RETAKES:
+                    continue
+                idle = False
+                if self._refused.get(name, 0) <= IMMEDIATE_RETAKES:
                     # Our own write changed what we saw: read it again rather than wait for a watch.
                     self.view.invalidate([name])
                     self.woken.set()
             except (KazooException, KazooTimeoutError, DriverError, OSError, ValueError) as exc:
+                idle = False
                 self.log.error("service %s: this step failed: %s: %s", name, exc.__class__.__name__, exc)
             except Exception:  # pylint: disable=broad-except
+                idle = False
                 self.log.exception("service %s: this step failed unexpectedly; the other services go on", name)
         if snapshot is not None and self._presence is None and self.connected:
             self._announce_presence()
         self._write_status()
+        return idle and self._presence is not None and not self.view.dirty
 
     def refresh_view(self):
         """The view as a Snapshot, re-read where invalidated; watches planned and armed. None on a read error."""
@@ -392,11 +419,13 @@ class Agent(object):
         """Fetch a fresh host's initial version (verified like any release) when nothing is on disk."""
         config = self.config.services[name]
         if config.initial_artifact is None or prepared_versions(config):
-            return
+            return True
         try:
             prepare(config, config.initial_version, config.initial_artifact)
         except ArtifactError as exc:
             self.log.error("service %s: initial version %s: %s failed: %s", name, config.initial_version, exc.stage, exc.reason)
+            return False
+        return True
 
     # ZooKeeper writes of the agent.
     def _ensure_roster(self):
