@@ -56,6 +56,7 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts impor
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report  # noqa: E402
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_control, read_plan_apply  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
@@ -236,10 +237,16 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
         for rollout in range(1, MAX_ROLLOUTS + 1):
             release = tree.service(rolled, version=target, quorum=hosts - 2, max_parallel=2)
             tree.seed(controller, fleet.layout, tree.release(release, id="scale-%d" % rollout))
+            behind = rollout == 1 and real < hosts
+            if behind:
+                # The passive members join behind the real agents before the turns go on (900
+                # creates take a while): paused, agents still download and join the ready queue.
+                control(controller, fleet.layout, "pause")
             wait_until(lambda version=target: fleet.ready(controller, rolled) + fleet.upgraded(rolled, version) >= real, 120,
                        "every real agent to join the ready queue")
-            if rollout == 1:
+            if behind:
                 fleet.passive_join(rolled)
+                control(controller, fleet.layout, "resume")
             wait_until(lambda version=target: fleet.upgraded(rolled, version) >= 3, 120, "the first three upgrades", poll=0.005)
             mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled, target)
             if seeding is None:
@@ -273,6 +280,11 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
     finally:
         fleet.stop()
         zkclient.disconnect(controller)
+
+
+def control(client, layout, action):
+    """``rollout_control action=<action>`` through the core."""
+    read_plan_apply(client, layout, lambda snapshot, missing: plan_control(snapshot, layout, action, missing=missing))
 
 
 def rollout_info_time(zk, root):
