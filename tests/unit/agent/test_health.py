@@ -138,6 +138,43 @@ def test_an_http_probe_sends_the_path_query_and_host_of_its_url(endpoint):
     assert endpoint.requests == [("/health?deep=1", url.split("/")[2])]
 
 
+def test_an_http_probe_of_an_ip_literal_asks_no_resolver(endpoint, monkeypatch):
+    # The resolver call was more than half of a probe's CPU; a name is still resolved at every probe.
+    asked = []
+
+    def no_resolver(host, *_args, **_kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "no resolver here")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    assert tracker(http=endpoint.url).probe("1.0") is True
+    assert asked == []
+    assert tracker(http=endpoint.url.replace("127.0.0.1", "localhost")).probe("1.0") is False
+    assert asked == ["localhost"]
+
+
+def test_an_http_probe_of_an_ipv6_literal_connects_over_ipv6():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6) as listener:
+        try:
+            listener.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no ::1 on this machine")
+        listener.listen(1)
+
+        def answer():
+            connection, _address = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        assert tracker(http="http://[::1]:%d/health" % listener.getsockname()[1]).probe("1.0") is True
+        server.join(5)
+
+
 def test_an_http_probe_of_something_that_is_not_http_fails():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
