@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import threading
@@ -153,43 +154,38 @@ def test_an_http_probe_of_an_ip_literal_asks_no_resolver(endpoint, monkeypatch):
     assert asked == ["localhost"]
 
 
+@contextlib.contextmanager
+def one_answer(reply, family=socket.AF_INET, host="127.0.0.1"):
+    """Yield the port of a listener that answers one connection's request with ``reply`` (skips without ``host``)."""
+    with socket.socket(family) as listener:
+        try:
+            listener.bind((host, 0))
+        except OSError:
+            pytest.skip("no %s on this machine" % host)
+        listener.listen(1)
+
+        def answer():
+            connection, _address = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(reply)
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        yield listener.getsockname()[1]
+        server.join(5)
+
+
 def test_an_http_probe_of_an_ipv6_literal_connects_over_ipv6():
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
-    with socket.socket(socket.AF_INET6) as listener:
-        try:
-            listener.bind(("::1", 0))
-        except OSError:
-            pytest.skip("no ::1 on this machine")
-        listener.listen(1)
-
-        def answer():
-            connection, _address = listener.accept()
-            with connection:
-                connection.recv(1024)
-                connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-
-        server = threading.Thread(target=answer, daemon=True)
-        server.start()
-        assert tracker(http="http://[::1]:%d/health" % listener.getsockname()[1]).probe("1.0") is True
-        server.join(5)
+    with one_answer(b"HTTP/1.1 204 No Content\r\n\r\n", socket.AF_INET6, "::1") as port:
+        assert tracker(http="http://[::1]:%d/health" % port).probe("1.0") is True
 
 
 def test_an_http_probe_of_something_that_is_not_http_fails():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-
-        def answer():
-            connection, _address = listener.accept()
-            with connection:
-                connection.recv(1024)
-                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-
-        server = threading.Thread(target=answer, daemon=True)
-        server.start()
-        assert tracker(http="http://127.0.0.1:%d/" % listener.getsockname()[1]).probe("1.0") is False
-        server.join(5)
+    with one_answer(b"SSH-2.0-OpenSSH_9.6\r\n") as port:
+        assert tracker(http="http://127.0.0.1:%d/" % port).probe("1.0") is False
 
 
 def test_an_http_check_rises_and_falls_with_the_endpoint(endpoint):
