@@ -56,7 +56,6 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts impor
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state, rollout_report  # noqa: E402
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_control, read_plan_apply  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Slot  # noqa: E402
 from ansible_collections.zkrollout.dc.plugins.module_utils.store import client as zkclient  # noqa: E402
@@ -241,12 +240,12 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
             if behind:
                 # The passive members join behind the real agents before the turns go on (900
                 # creates take a while): paused, agents still download and join the ready queue.
-                control(controller, fleet.layout, "pause")
+                tree.control(controller, fleet.layout, "pause")
             wait_until(lambda version=target: fleet.ready(controller, rolled) + fleet.upgraded(rolled, version) >= real, 120,
                        "every real agent to join the ready queue")
             if behind:
                 fleet.passive_join(rolled)
-                control(controller, fleet.layout, "resume")
+                tree.control(controller, fleet.layout, "resume")
             wait_until(lambda version=target: fleet.upgraded(rolled, version) >= 3, 120, "the first three upgrades", poll=0.005)
             mark_requests, mark_notifications, mark_upgrades = fleet.requests(), fleet.notifications(), fleet.upgraded(rolled, target)
             if seeding is None:
@@ -280,11 +279,6 @@ def measure(zk, hosts, service_count, sessions, real, workdir):
     finally:
         fleet.stop()
         zkclient.disconnect(controller)
-
-
-def control(client, layout, action):
-    """``rollout_control action=<action>`` through the core."""
-    read_plan_apply(client, layout, lambda snapshot, missing: plan_control(snapshot, layout, action, missing=missing))
 
 
 def rollout_info_time(zk, root):

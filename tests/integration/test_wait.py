@@ -11,7 +11,6 @@ import time
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.waiter import wait_for_rollout
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_control, read_plan_apply
 
 from . import tree
 from .tree import FakeFleet, release, service
@@ -86,7 +85,7 @@ def test_rollout_wait_fails_naming_the_failed_host_and_its_reason(zkrollout, fle
 
 def test_rollout_wait_fails_when_the_rollout_is_aborted_meanwhile(zkrollout, fleet, client, layout, once_waiting):
     def abort():
-        read_plan_apply(client, layout, lambda snapshot, missing: plan_control(snapshot, layout, "abort", reason="change freeze"))
+        tree.control(client, layout, "abort", reason="change freeze")
 
     with once_waiting(abort):
         result = zkrollout("rollout_wait", timeout=60)

@@ -30,7 +30,7 @@ from pathlib import Path
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from pytest_ansible.module_dispatcher.v213 import ModuleDispatcherV213
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_seed, plan_stage, read_plan_apply
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import plan_control, plan_seed, plan_stage, read_plan_apply
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import (
     SCHEMA,
@@ -328,6 +328,11 @@ def stage(client, layout, spec, rollout_id):
         return plan_stage(snapshot, layout, missing, parsed, rollout_id, sign=release_signing.sign)
 
     return read_plan_apply(client, layout, planner)
+
+
+def control(client, layout, action, **fields):
+    """``action`` (pause, resume, abort...) as the rollout_control module does; ``fields`` as ``plan_control`` takes them."""
+    return read_plan_apply(client, layout, lambda snapshot, missing: plan_control(snapshot, layout, action, missing=missing, **fields))
 
 
 # Running the collection's modules and playbooks.

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
+from ansible_collections.zkrollout.dc.tests.integration import tree
 from ansible_collections.zkrollout.dc.tests.integration.agent_rollouts import V2, RolloutBed
 
 HOSTS = 5
@@ -138,7 +139,7 @@ def pause_and_resume(bed, _ensemble, rng):
     """A second controller pauses the rollout for 1-3 s and resumes it."""
     for action in ("pause", "resume"):
         with contextlib.suppress(writes.WriteRefused):
-            writes.read_plan_apply(bed.client, bed.layout, lambda snap, _missing, action=action: writes.plan_control(snap, bed.layout, action))
+            tree.control(bed.client, bed.layout, action)
         if action == "pause":
             time.sleep(rng.uniform(1.0, 3.0))
     return "paused and resumed"
