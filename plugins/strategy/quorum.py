@@ -86,17 +86,19 @@ from ansible_collections.zkrollout.dc.plugins.module_utils.core.plan import Plan
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.rules import (
     CONTROLLER_OWNER,
     controller_owner,
+    healthy_hosts,
     service_hosts,
     slot_owner_alive,
     strictest_limits,
 )
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import ZK_ERRORS, ConnectionOptions, ZkConnectionError, connect, disconnect
-from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import watch_listings
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import create_parents, watch_listings
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import (
     adopt_slot,
     announce_session,
     lease_expired,
+    presence_checks,
     release_slot,
     renew_slot,
     take_slot,
@@ -166,8 +168,7 @@ class QuorumGate(object):
             self._ensure_session()
             self._announce(read_snapshot(self.client, self.layout, services=[self.service], liveness=True))
             # The sub-trees of a staged service: agents and modules expect all three once the staging node exists.
-            for path in self.layout.release_children(self.service):
-                self.client.ensure_path(path)
+            create_parents(self.client, self.layout.release_children(self.service))
         except BaseException:
             self.close()
             raise
@@ -195,9 +196,8 @@ class QuorumGate(object):
             check_service(self.service, quorum, len(hosts), max_parallel)
         except PlanError as exc:
             raise AnsibleError("strategy zkrollout.dc.quorum: %s" % exc) from exc
-        registrations = snapshot.service(self.service).registrations
         display.display(PREFIX + "%s has %d host(s), %d healthy, quorum %d, max_parallel %d, target %s; slots owned by %s expire after %gs"
-                        % (self.service, len(hosts), len(set(registrations) - set(snapshot.service(self.service).slots)), quorum,
+                        % (self.service, len(hosts), len(healthy_hosts(snapshot, self.service)), quorum,
                            max_parallel, version or "any registered version", self.owner, self.slot_timeout))
         unknown = sorted(name for name, host_id in self.host_ids.items() if host_id not in hosts)
         if unknown:
@@ -393,8 +393,7 @@ class QuorumGate(object):
                     owner=self.owner, session=self._session(), deadline=time.time() + self.slot_timeout, lease=self.slot_timeout)
         # A host that is not registered is down only while its agent is connected; the slot is
         # then fenced on its presence node's version, which every registration bumps.
-        presence = self.client.exists(self.layout.agent(host_id)) if registration is None else None
-        checks = [(self.layout.agent(host_id), presence.version)] if presence is not None else []
+        checks = presence_checks(self.client, self.layout, host_id) if registration is None else []
 
         def allow(fresh):
             quorum, max_parallel, _unused = self._numbers(fresh)

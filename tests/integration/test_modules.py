@@ -17,9 +17,11 @@ import time
 import pytest
 
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.report import overall_state
+from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import WriteRefused, plan_control, read_plan_apply
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.layout import Layout
-from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec
+from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import ReleaseSpec, Slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import adopt_slot
 from ansible_collections.zkrollout.dc.tests.bed import signing as release_signing
 from ansible_collections.zkrollout.dc.tests.bed.zookeeper import LOOPBACK, free_ports
 
@@ -649,6 +651,40 @@ def test_release_slot_never_frees_a_live_controllers_slot_past_its_deadline_but_
     assert result["changed"] is True, result
     assert client.exists(layout.slot("A", "h3")) is None
     assert zkrollout("rollout_control", action="release_slot", service="A", host="h3")["changed"] is False
+
+
+def test_release_slot_decided_on_a_gone_owner_is_not_committed_once_the_slot_was_rewritten_meanwhile(fleet, client, layout, zk, zk_connect):
+    """The release is decided on the slot that was read: its delete is checked against that version.
+
+    Between the read and the commit, the slot's controller comes back (a new session adopts the
+    slot, rewriting it). The planned delete must fail, the plan is made again on a fresh read,
+    and that one refuses: the owner's session is alive.
+    """
+    _three_hosts(fleet)
+    tree.seed(client, layout, _abc_release(id="r1"))
+    fleet.take_slot("A", "h3", "2.0.0", from_version="1.0.0", owner="controller:job-7", deadline=time.time() - 60, session="1234", lease=60)
+    controller = zk_connect(zk.hosts)
+    plans, calls = [], []
+
+    def planner(snapshot, missing):
+        calls.append(snapshot)
+        change = plan_control(snapshot, layout, "release_slot", service="A", host="h3", missing=missing)
+        if not plans:
+            # The controller's new session adopts the slot: a rewrite, after the read this plan rests on.
+            session = "%x" % controller.client_id[0]
+            controller.create(layout.session(session), b"controller:job-7", ephemeral=True, makepath=True)
+            adopt_slot(controller, layout, "A", "h3", "controller:job-7", session, time.time() + 60)
+        plans.append(change)
+        return change
+
+    with pytest.raises(WriteRefused, match="whose ZooKeeper session is alive"):
+        read_plan_apply(client, layout, planner)
+
+    # Planned once on the gone owner, against the version read; refused on the second read.
+    assert len(calls) == 2 and len(plans) == 1, plans
+    assert [op.version for op in plans[0].ops] == [0], plans[0].ops
+    data, _stat = client.get(layout.slot("A", "h3"))
+    assert Slot.from_bytes(data, layout.slot("A", "h3")).session == "%x" % controller.client_id[0]
 
 
 def test_steering_without_a_rollout_fails_saying_how_to_seed_one(zkrollout, tree_view):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent import runtime
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.artifacts import VERIFIED_MARKER
 from ansible_collections.zkrollout.dc.plugins.module_utils.agent.config import parse_config
@@ -27,13 +29,13 @@ from ansible_collections.zkrollout.dc.tests.bed.instances import InMemoryInstanc
 from . import tree
 
 
-def _fleet_of(fleet_size, client, layout, zk, max_parallel=1):
-    """``(fake fleet, hosts)``: ``fleet_size`` hosts of A on 1.0, all in A's ready queue, A's rollout seeded."""
+def _fleet_of(fleet_size, client, layout, zk, max_parallel=1, quorum=None):
+    """``(fake fleet, hosts)``: ``fleet_size`` hosts of A on 1.0, all in A's ready queue, A's rollout seeded (quorum half the fleet)."""
     fleet = tree.FakeFleet(zk.hosts, layout)
     hosts = ["h%03d" % i for i in range(1, fleet_size + 1)]
     for host in hosts:
         fleet.join(host, {"A": "1.0.0"})
-    tree.seed(client, layout, tree.release(tree.service("A", quorum=fleet_size // 2, max_parallel=max_parallel), id="r1"))
+    tree.seed(client, layout, tree.release(tree.service("A", quorum=fleet_size // 2 if quorum is None else quorum, max_parallel=max_parallel), id="r1"))
     for host in hosts:
         fleet.get_ready("A", host)
     return fleet, hosts
@@ -57,9 +59,12 @@ def _settle(client, layout):
     time.sleep(0.3)
 
 
-def _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1):
-    fleet, hosts = _fleet_of(fleet_size, client, layout, zk, max_parallel)
+def _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1, quorum=None, down=0):
+    """The hosts whose view was notified when h001 upgrades and leaves the ready queue; the last ``down`` hosts are not registered."""
+    fleet, hosts = _fleet_of(fleet_size, client, layout, zk, max_parallel, quorum)
     try:
+        for host in hosts[len(hosts) - down:]:
+            fleet.deregister("A", host)
         views = _views(client, layout, hosts)
         first = hosts[0]
         fleet.upgrade("A", first, "2.0.0")
@@ -71,15 +76,26 @@ def _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1):
         fleet.close()
 
 
-def test_one_host_upgrade_wakes_only_the_next_candidates_whatever_the_fleet_size(client, layout, zk):
-    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, 40, max_parallel=1)
-    # h001 upgraded itself; h002 is the next in line; h001 also watches for A's completion.
+@pytest.mark.parametrize("fleet_size", [10, 200])
+def test_one_host_upgrade_wakes_only_the_next_in_line_whatever_the_fleet_size(client, layout, zk, fleet_size):
+    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1)
+    # h001's turn was open on its view (it takes it, nothing else to wait for); h002 watched its place in line.
+    assert woken == ["h002"]
+
+
+@pytest.mark.parametrize("fleet_size", [10, 200])
+def test_with_max_parallel_two_only_the_host_behind_both_open_turns_is_woken(client, layout, zk, fleet_size):
+    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=2)
+    # h001 and h002 both have an open turn; h003 watches the two members ahead of it.
+    assert woken == ["h003"]
+
+
+@pytest.mark.parametrize("fleet_size", [10, 200])
+def test_a_candidate_held_back_by_the_quorum_is_woken_by_the_upgrade_and_nobody_else_is(client, layout, zk, fleet_size):
+    # One host down and a quorum of all the others: h001 is first in line but may not stop, so it
+    # waits for a change of the slots or the registrations.
+    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, fleet_size, max_parallel=1, quorum=fleet_size - 1, down=1)
     assert woken == ["h001", "h002"]
-
-
-def test_with_max_parallel_two_the_two_candidates_and_the_two_successors_are_woken(client, layout, zk):
-    woken, _views_unused = _woken_by_one_upgrade(client, layout, zk, 40, max_parallel=2)
-    assert woken == ["h001", "h002", "h003"]
 
 
 def test_a_view_with_nothing_invalidated_sends_no_request(client, layout, zk, zk_connect):
@@ -114,6 +130,25 @@ def test_a_change_between_a_read_and_its_watch_is_not_lost(client, layout, zk):
         view.arm()
         assert view.dirty
         assert "h002" not in view.refresh().service("A").ready_hosts
+    finally:
+        fleet.close()
+
+
+def test_a_watch_left_from_an_older_plan_wakes_nobody_and_invalidates_nothing(client, layout, zk):
+    fleet, hosts = _fleet_of(5, client, layout, zk)
+    try:
+        woken = []
+        view = AgentView(client, layout, ["A"], lambda: woken.append(1))
+        snapshot = view.refresh()
+        # h003 watches h002's ready member; a later read moved it to the head, where it watches none.
+        view.plan(plan(layout, "h003", snapshot, ["A"], []))
+        view.arm()
+        view.plan(plan(layout, "h001", snapshot, ["A"], []))
+        member = [m for m in snapshot.service("A").ready_queue if m.name == "h002"][0]
+        client.delete(layout.ready_member("A", member.node))
+        _settle(client, layout)
+        assert view.notifications == 1
+        assert not view.dirty and not view.notified("A") and woken == []
     finally:
         fleet.close()
 

@@ -24,25 +24,20 @@ import random
 import threading
 import time
 
-from ..core.layout import Layout, check_name, split_registration, split_sequential
-from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
-from ..core.rules import LEGACY_AGENT_OWNER, agent_owner, rollout_stage, services_ahead
+from ..core.layout import Layout
+from ..core.model import Slot
+from ..core.rules import agent_owner, rollout_stage, services_ahead
 from ..core.signing import screen_releases
 from ..store.client import (
     KazooException,
     KazooTimeoutError,
-    NoAuthError,
-    NodeExistsError,
-    NoNodeError,
     RequestCounter,
-    RolledBackError,
-    acl_entries,
     build_client,
-    profile_of,
 )
+from ..store.host import HostNodes
 from ..store.locks import release_leftover_locks
-from ..store.slots import finish_turn, release_slot, take_slot
-from ..store.views import AgentView, own_registrations
+from ..store.slots import finish_turn, take_slot
+from ..store.views import AgentView
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
 from .decide import Decision, LocalView, decide
@@ -80,10 +75,9 @@ class Agent(object):
         self.decisions = {}
         self.counters = {}
         self._seen_version = {}
-        # Per service: the last health verdict (running version, healthy) of its worker, whether
-        # we believe it registered, and a lock the switch holds so the worker never probes mid-switch.
+        # Per service: the last health verdict (running version, healthy) of its worker, and a
+        # lock the switch holds so the worker never probes mid-switch.
         self._verdicts = {}
-        self._registered = {}
         self._local_locks = {name: threading.RLock() for name in config.services}
         self._workers = {}
         # A started client handed in by the caller (tests, benchmarks) is used as is and never closed.
@@ -94,11 +88,9 @@ class Agent(object):
         self.woken = threading.Event()
         self.stopping = threading.Event()
         self._session = None
-        self._roster_written = False
-        self._own_parent = False
         self._refused = {}
-        # Our presence node (layout.agent) once this session has registered every healthy instance.
-        self._presence = None
+        # The nodes this host owns in the tree (roster, presence, registrations, ready queue, failure records).
+        self.nodes = HostNodes(self.layout, self.host, config.service_names, self._local_locks, self.log, self.woken.set, client=client)
         self._next_tick = 0.0
         self.snapshot = None
         self.status = {}
@@ -109,6 +101,7 @@ class Agent(object):
         """Start the ZooKeeper client in the background; the loop works while it connects."""
         if self._own_client:
             self.client = self.requests.attach(build_client(self.config.zookeeper, logger=logging.getLogger("zkrollout.agent.kazoo")))
+        self.nodes.client = self.client
         self.view = AgentView(self.client, self.layout, self.config.service_names, self.woken.set)
         self.client.add_listener(self._on_connection_state)
         if self._own_client:
@@ -187,7 +180,7 @@ class Agent(object):
             self.probe(name)
         verdict = self._verdicts.get(name)
         running, healthy = verdict if verdict is not None else (self.drivers[name].running_version(progress), False)
-        own = running is not None and self._registered.get(name) == self.layout.registration(name, self.host, running)
+        own = running is not None and self.nodes.registered.get(name) == self.layout.registration(name, self.host, running)
         return LocalView(service=name, progress=progress, running=running, healthy=healthy, prepared=prepared_versions(config),
                          managed=config.driver != "external", own_registration=own)
 
@@ -225,9 +218,9 @@ class Agent(object):
             healthy = self.health[name].update(running)
             changed = self._verdicts.get(name) != (running, healthy)
             self._verdicts[name] = (running, healthy)
-            failing = self._registered.get(name) and (running is None or not healthy)
+            failing = self.nodes.registered.get(name) and (running is None or not healthy)
             if failing and self.connected:
-                self.deregister(name)
+                self.nodes.deregister(name)
                 self.log.info("service %s: %s: deregistered at once", name, "not running" if running is None else "health check failing")
         finally:
             lock.release()
@@ -285,10 +278,10 @@ class Agent(object):
             except Exception:  # pylint: disable=broad-except
                 idle = False
                 self.log.exception("service %s: this step failed unexpectedly; the other services go on", name)
-        if snapshot is not None and self._presence is None and self.connected:
-            self._announce_presence()
+        if snapshot is not None and self.nodes.presence is None and self.connected:
+            self.nodes.announce_presence()
         self._write_status()
-        return idle and self._presence is not None and not self.view.dirty
+        return idle and self.nodes.presence is not None and not self.view.dirty
 
     def refresh_view(self):
         """The view as a Snapshot, re-read where invalidated; watches planned and armed. None on a read error."""
@@ -298,7 +291,7 @@ class Agent(object):
             self._next_tick = time.monotonic() + self.config.safety_tick * random.uniform(0.8, 1.2)
             self.view.tick()
         try:
-            self._ensure_roster()
+            self.nodes.ensure_roster()
             release_leftover_locks(self.client)
             if self.view.dirty or self.snapshot is None:
                 self._read_view()
@@ -316,10 +309,7 @@ class Agent(object):
         if session != self._session:
             # A new session: no watch of ours survived, and our ephemeral nodes may be gone.
             self._session = session
-            self._roster_written = False
-            self._presence = None
-            # Registrations of the old session are gone, or go when it expires: none is ours.
-            self._registered = {}
+            self.nodes.new_session()
             self.view.session_lost()
 
     def _take_turns_at_once(self):
@@ -333,7 +323,7 @@ class Agent(object):
         changes nothing, and the loop goes on to read the view and decide as always.
         """
         # Not before this session wrote its roster and copies (refresh_view), nor behind a lock node of ours left over.
-        if self.snapshot is None or not self._roster_written or release_leftover_locks(self.client):
+        if self.snapshot is None or not self.nodes.roster_written or release_leftover_locks(self.client):
             return
         for name in self.config.service_names:
             if self._refused.get(name) or not self.view.notified(name) or not self._next_in_line(name):
@@ -427,268 +417,6 @@ class Agent(object):
             return False
         return True
 
-    # ZooKeeper writes of the agent.
-    def _ensure_roster(self):
-        """Once per session: the containers, our roster memberships, and none for services we no longer run."""
-        if self._roster_written:
-            return
-        for path in self.layout.containers():
-            self.client.ensure_path(path)
-        self._ensure_own_parent()
-        for name in self.config.service_names:
-            try:
-                self.client.create(self.layout.roster_member(name, self.host), b"", makepath=True)
-            except NodeExistsError:
-                pass
-        for name in self.client.get_children(self.layout.roster):
-            try:
-                if name not in self.config.services and self.client.exists(self.layout.roster_member(check_name("service", name), self.host)):
-                    self.client.delete(self.layout.roster_member(name, self.host))
-            except (NoNodeError, ValueError):
-                pass
-            except NoAuthError:
-                self.log.warning("this host no longer runs %s, but under the ACL profile only the deployer removes %s (zkrollout.dc."
-                                 "rollout_control action=leave_roster service=%s host=%s): until it does, the service's quorum counts "
-                                 "this host", name, self.layout.roster_member(name, self.host), name, self.host)
-        self._roster_written = True
-
-    def _ensure_own_parent(self):
-        """Under an ACL profile, check ``hosts/<host>``, where the copies of our registrations go; then write the copies this session lacks.
-
-        Only the deployer creates it (any zkrollout.dc module that writes creates it for each
-        agent identity of the profile): until then we register in the shared listing alone, which
-        decisions do not count, and a watch on its creation brings us back here. Without a
-        profile no decision confirms a registration (anyone may write anything), so there are no
-        copies to keep.
-        """
-        self._own_parent = False
-        profile = profile_of(self.client)
-        if profile is None:
-            return
-        path = self.layout.host(self.host)
-        if self.client.exists(path, watch=self._own_parent_changed) is None:
-            self.log.error("%s does not exist, so no decision counts this host's instances: under the ACL profile the deployer "
-                           "creates it (re-run the rollout, or any zkrollout.dc module that writes, with this host's identity in "
-                           "the profile's agents)", path)
-            return
-        refusal = profile.host_refusal(acl_entries(self.client.get_acls(path)[0]), self.host, own=True)
-        if refusal is not None:
-            self.log.error("%s is not this host's own, so no decision counts its instances: %s", path, refusal)
-            return
-        self._own_parent = True
-        for name in sorted(self._registered):
-            # Under the service's lock: a health verdict deregistering meanwhile must not see its copy come back.
-            with self._local_locks[name]:
-                registered = self._registered.get(name)
-                if registered:
-                    try:
-                        self.client.create(self._copy_of(name, registered), b"", ephemeral=True)
-                    except NodeExistsError:
-                        pass
-
-    def _own_parent_changed(self, _event):
-        # Runs on kazoo's thread: only ask the loop to write the roster and the copies again.
-        self._roster_written = False
-        self.woken.set()
-
-    def _copy_of(self, name, registered):
-        """The copy in our own parent of our registration ``registered`` (an index path) of ``name``."""
-        return self.layout.registration_nodes(name, self.host, split_registration(registered.rsplit("/", 1)[1])[1])[1]
-
-    def _announce_presence(self):
-        """Create our presence node, after one full iteration of this session registered every healthy instance.
-
-        Controllers read "connected agent, no registration" as *down* (stopping it costs no
-        quorum), and "no agent" as *unknown*. Each later registration bumps the node's version
-        in the same transaction, so a controller's slot decided on "down" fails if we
-        registered meanwhile (``store.slots.take_slot`` checks that version).
-        """
-        path = self.layout.agent(self.host)
-        try:
-            self.client.create(path, b"", ephemeral=True)
-        except NodeExistsError:
-            stat = self.client.exists(path)
-            if stat is not None and stat.ephemeralOwner != self.client.client_id[0]:
-                # Left by an older session of ours: it goes when that session expires; replace it now.
-                self._delete_quietly(path, stat.version)
-                self.client.create(path, b"", ephemeral=True)
-        except NoNodeError:
-            self.client.ensure_path(self.layout.agents)
-            self.client.create(path, b"", ephemeral=True)
-        self._presence = path
-
-    def _own_registrations(self, name):
-        """``{node: version}`` of our registrations of ``name``, read fresh."""
-        try:
-            return own_registrations(self.client.get_children(self.layout.current_service(name)), self.host)
-        except NoNodeError:
-            return {}
-
-    def register(self, name, version):
-        """Register ``version`` of ``name`` as healthy: our own ephemeral node, and no other of ours.
-
-        A node of that name left by an older session of ours is replaced, never trusted: it goes
-        when that session expires. Registrations of another version are removed first.
-        """
-        with self._local_locks[name]:
-            self._register(name, version)
-
-    def _register(self, name, version):
-        path, copy = self.layout.registration_nodes(name, self.host, version)
-        ours = self.client.client_id[0]
-        # Every version we have a node of, in the index or (under a profile) in our own parent:
-        # another host may have deleted our index entry, never our copy.
-        for other in sorted(set(self._own_versions(name)) - {version}):
-            self._delete_registration(name, other)
-        stat = self.client.exists(path)
-        copy_stat = self.client.exists(copy) if self._own_parent else None
-        # Left by an older session of ours: they go when that session expires; replace them now.
-        if copy_stat is not None and copy_stat.ephemeralOwner != ours:
-            self._delete_quietly(copy, copy_stat.version)
-            copy_stat = None
-        if stat is not None and stat.ephemeralOwner != ours:
-            self._delete_quietly(path, stat.version)
-            stat = None
-        if stat is not None and (copy_stat is not None or not self._own_parent):
-            self._registered[name] = path
-            return
-        self.client.ensure_path(self.layout.current_service(name))
-        wanted = ([path] if stat is None else []) + ([copy] if self._own_parent and copy_stat is None else [])
-        results = self._create_registration(wanted, self._presence)
-        if any(isinstance(result, NodeExistsError) for result in results):
-            raise NodeExistsError(path)
-        if any(isinstance(result, Exception) for result in results):
-            if copy in wanted and isinstance(results[wanted.index(copy)], (NoNodeError, NoAuthError)):
-                # Our own parent is gone or not ours (see _ensure_own_parent): register in the listing alone until it is back.
-                self.log.error("service %s: cannot write %s (%s): registered in %s alone, which decisions under the ACL profile do not count",
-                               name, copy, results[wanted.index(copy)].__class__.__name__, self.layout.current_service(name))
-                self._roster_written, self._own_parent = False, False
-                wanted.remove(copy)
-            # Our presence node is gone (an operator, or a session change in between): register alone, announce again later.
-            self._presence = None
-            errors = [result for result in self._create_registration(wanted, None) if isinstance(result, Exception)]
-            if errors:
-                raise next((error for error in errors if not isinstance(error, RolledBackError)), errors[0])
-        self._registered[name] = path
-
-    def _own_versions(self, name):
-        """The versions of ``name`` we have a registration or (under a profile) a copy of, read fresh."""
-        versions = set(self._own_registrations(name).values())
-        if self._own_parent:
-            try:
-                versions |= set(own_registrations(self.client.get_children(self.layout.host(self.host)), name).values())
-            except NoNodeError:
-                pass
-        return versions
-
-    def _create_registration(self, paths, presence):
-        transaction = self.client.transaction()
-        for path in paths:
-            transaction.create(path, b"", ephemeral=True)
-        if presence:
-            transaction.set_data(presence, b"")
-        return transaction.commit()
-
-    def deregister(self, name):
-        """Remove our registrations of ``name``, if any."""
-        with self._local_locks[name]:
-            known = self._registered.get(name)
-            # The node this session registered is known; only without one are the listings read.
-            versions = [split_registration(known.rsplit("/", 1)[1])[1]] if known else sorted(self._own_versions(name))
-            for version in versions:
-                self._delete_registration(name, version)
-            self._registered[name] = None
-
-    def _delete_registration(self, name, version):
-        """Delete our registration of ``version`` and its copy: the copy first, so that no decision counts an instance the index lost."""
-        path, copy = self.layout.registration_nodes(name, self.host, version)
-        if self._own_parent:
-            try:
-                self._delete_quietly(copy)
-            except NoAuthError:
-                pass  # a parent that is not ours (see _ensure_own_parent): nothing of ours is there
-        self._delete_quietly(path)
-
-    def leaving_registration(self, name):
-        """The nodes of the registration this session made for ``name`` (deleted when its slot is taken), or []."""
-        known = self._registered.get(name)
-        if not known:
-            return []
-        copy = self._copy_of(name, known)
-        return [known, copy] if self._own_parent and self.client.exists(copy) is not None else [known]
-
-    def _delete_quietly(self, path, version=-1):
-        try:
-            self.client.delete(path, version=version)
-        except NoNodeError:
-            pass
-
-    def _ready_members(self, name):
-        try:
-            children = self.client.get_children(self.layout.ready_queue(name))
-        except NoNodeError:
-            return []
-        return [node for node in children if (split_sequential(node) or (None,))[0] == self.host]
-
-    def leave_ready(self, name):
-        """Delete our ready-queue members."""
-        for node in self._ready_members(name):
-            try:
-                self.client.delete(self.layout.ready_member(name, node))
-            except NoNodeError:
-                pass
-
-    def release_slot(self, name, leave_ready=False):
-        """Delete this host's upgrade slot of ``name``, if any; with ``leave_ready``, its ready-queue members too, at once."""
-        leaving = [self.layout.ready_member(name, node) for node in self._ready_members(name)] if leave_ready else []
-        # Only a slot this host's agent took: a controller's (push mode) is not ours to free.
-        if not release_slot(self.client, self.layout, name, self.host, owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), leaving=leaving):
-            for path in leaving:
-                self._delete_quietly(path)
-
-    def record_failure(self, name, version, stage, reason, rolled_back_to=None):
-        """Write ``failed/<host>`` for the service (create or replace); under an ACL profile with its copy in our own parent, at once.
-
-        The copy (``layout.host_failure``) is what halts the service for a decision: another host
-        can delete the record from the shared listing, never the copy.
-        """
-        path = self.layout.failure(name, self.host)
-        copy = self.layout.host_failure(self.host, name) if self._own_parent else None
-        data = Failure(version=version, stage=stage, reason=printable(reason, FAILURE_REASON_CHARS), at=time.time(),
-                       rolled_back_to=rolled_back_to).to_bytes()
-        replace = False
-        for _attempt in range(3):
-            sent = [self.client.exists_async(node) for node in (path, copy) if node]
-            stat, copy_stat = [answer.get() for answer in sent] + ([] if copy else [None])
-            transaction = self.client.transaction()
-            if stat is None:
-                transaction.create(path, data)
-            elif replace:
-                # A record we may not rewrite (another host's agent created it, or an older identity
-                # of ours): agents may delete records, so it is replaced by ours.
-                transaction.delete(path)
-                transaction.create(path, data)
-            else:
-                transaction.set_data(path, data)
-            if copy and copy_stat is None:
-                transaction.create(copy, b"")
-            results = transaction.commit()
-            errors = [result for result in results if isinstance(result, Exception) and not isinstance(result, RolledBackError)]
-            if not errors:
-                return
-            if isinstance(results[0], NoNodeError) and stat is None:
-                self.log.warning("service %s: cannot record the failure, the release was removed", name)
-                return
-            if isinstance(results[0], NoAuthError) and stat is not None:
-                replace = True
-            elif copy and isinstance(results[-1], (NoNodeError, NoAuthError)) and copy_stat is None:
-                # Our own parent is gone or not ours (see _ensure_own_parent): record in the listing alone.
-                self.log.error("service %s: cannot write %s (%s): the failure is recorded in %s alone, which decisions under the "
-                               "ACL profile do not count", name, copy, results[-1].__class__.__name__, path)
-                self._roster_written, self._own_parent, copy = False, False, None
-        # Never dropped: the caller keeps its slot (and the service stays halted) until a later try records it.
-        raise errors[0]
-
     # Actions.
     def perform(self, name, decision, snapshot):
         """Carry out one decision."""
@@ -698,25 +426,24 @@ class Agent(object):
         if action == actions.START:
             self._start(name, decision.version)
         elif action == actions.REGISTER:
-            self.register(name, decision.version)
+            self.nodes.register(name, decision.version)
         elif action == actions.DEREGISTER:
-            self.deregister(name)
+            self.nodes.deregister(name)
         elif action == actions.PREPARE:
             self._prepare(name, decision.version, snapshot)
         elif action == actions.JOIN_READY:
-            if not self._ready_members(name):
-                self.client.create(self.layout.ready_prefix(name, self.host), b"", ephemeral=True, sequence=True)
+            self.nodes.join_ready(name)
         elif action == actions.LEAVE_READY:
-            self.leave_ready(name)
+            self.nodes.leave_ready(name)
         elif action == actions.RELEASE_SLOT:
-            self.release_slot(name)
+            self.nodes.release_slot(name)
         elif action in (actions.TAKE_SLOT, actions.ROLLBACK):
             self._take_slot(name, decision)
         elif action == actions.RESUME:
             self.resume(name)
         elif action == actions.REFUSE_RELEASE:
             self.log.error("service %s: %s", name, decision.reason)
-            self.record_failure(name, decision.version, "signature", decision.reason)
+            self.nodes.record_failure(name, decision.version, "signature", decision.reason)
 
     def _start(self, name, version):
         with self._local_locks[name]:
@@ -737,7 +464,7 @@ class Agent(object):
             prepare(self.config.services[name], version, release.artifact)
         except ArtifactError as exc:
             self.log.error("service %s: %s of %s failed: %s", name, exc.stage, version, exc.reason)
-            self.record_failure(name, version, exc.stage, exc.reason)
+            self.nodes.record_failure(name, version, exc.stage, exc.reason)
 
     def _take_slot(self, name, decision, at_once=False):
         """Take the slot (service lock, fresh read, decide again while CONNECTED), then switch.
@@ -754,9 +481,9 @@ class Agent(object):
             return (again.action, again.version) == (decision.action, decision.version), again.reason
 
         # The registration this session made goes in the slot's own transaction: the instance is about to stop.
-        registered = self._registered.get(name)
+        registered = self.nodes.registered.get(name)
         taken, reason, _unused = take_slot(self.client, self.layout, name, self.host, slot, allow, services=self._decision_services(name),
-                                           leaving=self.leaving_registration(name))
+                                           leaving=self.nodes.leaving_registration(name))
         if at_once:
             if not taken:
                 return
@@ -774,7 +501,7 @@ class Agent(object):
         self._refused.pop(name, None)
         with self._local_locks[name]:
             if registered:
-                self._registered[name] = None
+                self.nodes.registered[name] = None
             self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                               since=time.time(), reason="")
             self._resume(name, deregistered=bool(registered))
@@ -783,18 +510,6 @@ class Agent(object):
         """Drive an unfinished switch or rollback forward from its persisted step (the health worker waits)."""
         with self._local_locks[name]:
             self._resume(name)
-
-    def _holds_slot(self, name):
-        """True if this host's slot of ``name`` exists and this agent took it (a fresh read; ZooKeeper errors propagate)."""
-        path = self.layout.slot(name, self.host)
-        try:
-            data, _stat = self.client.get(path)
-        except NoNodeError:
-            return False
-        try:
-            return Slot.from_bytes(data, path).owner in (agent_owner(self.host), LEGACY_AGENT_OWNER)
-        except PayloadError:
-            return False
 
     def _resume(self, name, deregistered=False):
         progress = self.state.get(name)
@@ -812,8 +527,8 @@ class Agent(object):
                 if not self.connected:
                     return
                 if not deregistered:
-                    self.deregister(name)
-                if not self._holds_slot(name):
+                    self.nodes.deregister(name)
+                if not self.nodes.holds_slot(name):
                     self.log.warning("service %s: the upgrade slot is no longer ours before the stop; switch abandoned", name)
                     self.state.update(name, phase="idle", step="")
                     return
@@ -835,22 +550,22 @@ class Agent(object):
                     return
                 else:
                     registration = finish_turn(self.client, self.layout, name, self.host, progress.target,
-                                               owner=(agent_owner(self.host), LEGACY_AGENT_OWNER), presence=self._presence,
-                                               with_copy=self._own_parent)
+                                               owner=self.nodes.owners, presence=self.nodes.presence,
+                                               with_copy=self.nodes.own_parent)
                     if registration is not None:
                         # Registered, slot freed and ready queue left in one transaction.
-                        self._registered[name] = registration
+                        self.nodes.registered[name] = registration
                         self.state.update(name, phase="idle", step="", since=time.time())
                         self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
                         return
-                    self.register(name, progress.target)
+                    self.nodes.register(name, progress.target)
                     progress = self.state.update(name, step="registered")
             if progress.step == "registered":
                 if not self.connected:
                     return
                 # Registered first: the slot is freed (with the ready-queue place) only once the
                 # new instance counts as healthy again.
-                self.release_slot(name, leave_ready=True)
+                self.nodes.release_slot(name, leave_ready=True)
                 self.state.update(name, phase="idle", step="", since=time.time())
                 self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
                 return
@@ -873,16 +588,16 @@ class Agent(object):
             if not self.connected or (not healthy and self.stopping.is_set()):
                 return
             if healthy:
-                self.register(name, progress.previous)
+                self.nodes.register(name, progress.previous)
             # The failure is written before the slot is freed, so no other host takes a turn on a halted service.
-            self.record_failure(name, progress.target, "health", progress.reason or "health check failed",
+            self.nodes.record_failure(name, progress.target, "health", progress.reason or "health check failed",
                                 rolled_back_to=progress.previous if healthy else None)
-            self.leave_ready(name)
+            self.nodes.leave_ready(name)
             progress = self.state.update(name, step="recorded")
         if progress.step == "recorded":
             if not self.connected:
                 return
-            self.release_slot(name)
+            self.nodes.release_slot(name)
             self.state.update(name, phase="idle", step="", target=None, since=time.time())
 
     # Status.

@@ -18,14 +18,16 @@ Beyond that, per service, as kazoo's Lock watches only its predecessor:
   dependency lags watches that dependency's registrations; a host whose slot a controller holds
   watches the slot set;
 - a host in its own turn (its agent's slot) is no candidate: nothing the others do changes a
-  switch that runs, and its own commits invalidate its view.
+  switch that runs, and its own commits invalidate its view; nor is a candidate whose turn the
+  view shows open (``rules.open_turn``): it takes the turn in the same iteration, and a refused
+  take re-reads the view. Only a candidate that must wait watches the others.
 
 So one host's upgrade wakes at most a few agents, whatever the size of the fleet.
 """
 
 from __future__ import annotations
 
-from ..core.rules import agent_slot, blocking_services, lagging_dependencies
+from ..core.rules import agent_slot, blocking_services, lagging_dependencies, open_turn
 from ..store.views import GLOBAL
 
 CHILDREN = "children"
@@ -85,6 +87,10 @@ def service_watches(layout, host, snapshot, service):
     if host in state.slots and agent_slot(state.slots[host]):
         # Our own turn: the switch runs to its end whatever the others do, and our own commits
         # invalidate the view. Only the predecessors' watches stay (our place after the turn).
+        candidate = False
+    if candidate and open_turn(snapshot, service, host):
+        # Our turn is open on this view: we take it in this iteration, and a refused take
+        # re-reads the view (and plans again). Nothing the others do is waited for.
         candidate = False
     if candidate or (host in state.slots and not agent_slot(state.slots[host])):
         watches |= {(CHILDREN, layout.slots(service)), (CHILDREN, layout.current_service(service))}

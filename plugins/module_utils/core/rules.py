@@ -180,6 +180,22 @@ def rollout_stage(snapshot, service):
     return "pending" if blocking_services(snapshot, service) else "rolling"
 
 
+def open_turn(snapshot, name, host):
+    """True if, on ``snapshot``, ``name`` rolls and ``host`` waits in its ready queue within the budget: its turn is open now.
+
+    What else a turn needs is the host's own (its instance healthy, the target on disk): an
+    agent whose turn is open takes it in the same iteration, on a fresh read under the lock.
+    """
+    state = snapshot.service(name)
+    rollout = snapshot.rollout
+    if state.release is None or rollout is None or rollout.state != "running" or state.failures or host in state.slots:
+        return False
+    if rollout_stage(snapshot, name) not in ("rolling", "finished") or lagging_dependencies(snapshot, name):
+        return False
+    waiting = [other for other in state.ready_hosts if other not in state.slots]
+    return host in waiting and waiting.index(host) < budget(snapshot, name)
+
+
 def most_popular_version(snapshot, service, candidates):
     """The version most registered instances of ``service`` run, among ``candidates``; ties go to the lower version string."""
     counts = {}

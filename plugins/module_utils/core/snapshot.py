@@ -52,6 +52,9 @@ class ServiceState(object):
     ``listed_slots``/``listed_failures`` (there too) are the hosts whose node the index holds,
     counted or not (None: the keys of ``slots``/``failures``). ``forged_ready`` are the ready-queue
     members another host created, left out of ``ready_queue`` (``store.reads.genuine_head``).
+    ``versions`` maps the path of each slot and failure record that was read to its data version:
+    a writer deletes it against that version (``deletes_of``), so a slot renewed or rewritten
+    after the read is not freed on what was decided about the old one.
     """
 
     name: str
@@ -70,6 +73,7 @@ class ServiceState(object):
     listed_slots: frozenset = None
     listed_failures: frozenset = None
     forged_ready: tuple = ()
+    versions: dict = field(default_factory=dict)
 
     def own_record(self, host, name):
         """True if ``host``'s own parent holds ``name`` (a snapshot not confirmed holds none)."""
@@ -89,6 +93,10 @@ class ServiceState(object):
         copy = layout.host_slot if slot else layout.host_failure
         return ([index(self.name, host) for host in hosts if host in listed] +
                 [copy(host, self.name) for host in hosts if self.own_record(host, host_mark(kind, self.name))])
+
+    def deletes_of(self, layout, kind, hosts=None):
+        """``[(path, version)]``: what ``held_nodes`` names, each with the version read (-1 where none was: a copy, a node not readable)."""
+        return [(path, self.versions.get(path, -1)) for path in self.held_nodes(layout, kind, hosts)]
 
     @property
     def ready_hosts(self):

@@ -240,6 +240,8 @@ def read_parts(reader, layout, names, with_global=False):
             problems=tuple(message for path, message in reader.problems if _about(layout, name, path)),
             missing_subtrees=tuple(path for path in layout.release_children(name) if release is not None and children[path] is None),
             slot_mtimes={_leaf(path): reader.mtimes[path] for path in slots if path in reader.mtimes and path.startswith(layout.slots(name) + "/")},
+            versions={path: version for path, (_payload, version) in list(slots.items()) + list(failures.items())
+                      if version >= 0 and (path.startswith(layout.slots(name) + "/") or path.startswith(layout.failures(name) + "/"))},
         )
     return global_part, services
 

@@ -224,6 +224,16 @@ def finish_turn(client, layout, service, host, version, owner, presence=None, wi
     return wanted
 
 
+def presence_checks(client, layout, host):
+    """The check that fences a slot decided on "connected agent, no registration" (down): ``[(presence node, version)]``, or [].
+
+    Every registration of the host's agent bumps its presence node's version in the same
+    transaction, so a slot taken on that verdict fails if the host registered meanwhile.
+    """
+    stat = client.exists(layout.agent(host))
+    return [(layout.agent(host), stat.version)] if stat is not None else []
+
+
 def announce_session(client, layout, owner):
     """Create the ephemeral node of this controller session (``layout.session``); returns its path.
 

@@ -109,12 +109,16 @@ class AgentView(object):
                 self._dirty |= set(self._states) | {GLOBAL} | set(self.services)
             else:
                 self._armed.discard((kind, event.path))
-                keys = self._keys.get((kind, event.path), {GLOBAL})
+                self.notifications += 1
+                keys = self._keys.get((kind, event.path))
+                if keys is None:
+                    # Armed under an older plan: on the view read since, a change there cannot
+                    # change a decision (the plan of that view watches what can).
+                    return
                 self._dirty |= keys
                 self._notified |= keys
                 if kind == "exists":
                     self._moved_up |= {name for name in keys if name != GLOBAL and event.path.startswith(self.layout.ready_queue(name) + "/")}
-                self.notifications += 1
         self.wake()
 
     def _on_children(self, event):

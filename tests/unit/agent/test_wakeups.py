@@ -40,10 +40,27 @@ def test_every_agent_keeps_the_rollout_the_deploy_queue_and_its_own_release_and_
 
 
 def test_only_the_first_max_parallel_hosts_of_the_ready_queue_watch_slots_and_registrations():
-    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, quorum=50, max_parallel=2))
+    # Quorum 100 of 100: no turn is open, so the candidates wait for a change there.
+    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, quorum=100, max_parallel=2))
     hosts = ["h%02d" % i for i in range(1, 101)]
     assert watchers_of(SLOTS, snapshot, hosts) == ["h01", "h02"]
     assert watchers_of(CURRENT, snapshot, hosts) == ["h01", "h02"]
+
+
+def test_a_candidate_whose_turn_is_open_watches_nothing_the_others_do():
+    # Budget 2: h01 and h02 take their turns in this iteration; a refused take re-reads the view.
+    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, quorum=50, max_parallel=2))
+    hosts = ["h%02d" % i for i in range(1, 101)]
+    assert watchers_of(SLOTS, snapshot, hosts) == []
+    assert watchers_of(CURRENT, snapshot, hosts) == []
+    assert service_watches(LAYOUT, "h01", snapshot, "app") == set()
+    assert service_watches(LAYOUT, "h03", snapshot, "app") == {ready_member("h01", 1), ready_member("h02", 2)}
+    # Budget 1 (quorum 99): h01's turn is open, h02 waits for a change of the slots or the registrations.
+    one_open = tree(service(current=HUNDRED, ready=HUNDRED_READY, quorum=99, max_parallel=2))
+    assert watchers_of(SLOTS, one_open, hosts) == ["h02"]
+    # Paused: no turn is open; the candidates watch as before (the resume comes with the rollout node's watch).
+    paused = tree(service(current=HUNDRED, ready=HUNDRED_READY, quorum=50, max_parallel=2), state="paused")
+    assert watchers_of(SLOTS, paused, hosts) == ["h01", "h02"]
 
 
 def test_a_host_further_back_watches_only_the_max_parallel_members_just_ahead_of_it():
@@ -65,7 +82,8 @@ def test_a_slot_holder_still_in_the_queue_keeps_its_place_in_the_line():
 
 
 def test_a_host_in_its_own_turn_is_woken_by_nothing_the_others_do():
-    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, slots="h01", quorum=50, max_parallel=2))
+    # Quorum 99: h01's turn leaves no budget, so h02 waits for it.
+    snapshot = tree(service(current=HUNDRED, ready=HUNDRED_READY, slots="h01", quorum=99, max_parallel=2))
     assert service_watches(LAYOUT, "h01", snapshot, "app") == set()
     hosts = ["h%02d" % i for i in range(1, 101)]
     assert watchers_of(SLOTS, snapshot, hosts) == ["h02"]
