@@ -21,13 +21,13 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
-from ansible_collections.zkrollout.dc.plugins.module_utils.agent.runtime import Agent
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller import writes
 from ansible_collections.zkrollout.dc.plugins.module_utils.controller.writes import Op
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.acl import AclProfile, digest_id
 from ansible_collections.zkrollout.dc.plugins.module_utils.core.model import Failure, Slot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.client import profile_acl, request_bytes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.commits import transaction_bytes
+from ansible_collections.zkrollout.dc.plugins.module_utils.store.host import HostNodes
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.locks import ServiceLock
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.reads import read_snapshot
 from ansible_collections.zkrollout.dc.plugins.module_utils.store.slots import release_slot, take_slot
@@ -470,10 +470,10 @@ def test_unstaging_deletes_ready_members_another_agent_forged(digest_bed, layout
 def test_an_agent_replaces_a_failure_record_it_may_not_rewrite_and_writes_its_copy(digest_bed, layout):
     # h1's failure record, created by another identity (an older one of h1's, or a forger): h1 may delete it, not rewrite it.
     digest_bed.other.create(layout.failure(SERVICE, "h1"), _failure("not h1's words").to_bytes())
-    agent = SimpleNamespace(client=digest_bed.agent, layout=layout, host="h1", _own_parent=True, _roster_written=True,
-                            log=logging.getLogger("test"))
+    nodes = HostNodes(layout, "h1", [SERVICE], {}, logging.getLogger("test"), lambda: None, client=digest_bed.agent)
+    nodes.own_parent, nodes.roster_written = True, True
 
-    Agent.record_failure(agent, SERVICE, "2.0.0", "health", "h1 failed its health check")
+    nodes.record_failure(SERVICE, "2.0.0", "health", "h1 failed its health check")
 
     data, _stat = digest_bed.deployer.get(layout.failure(SERVICE, "h1"))
     assert Failure.from_bytes(data, layout.failure(SERVICE, "h1")).reason == "h1 failed its health check"

@@ -591,7 +591,7 @@ class Agent(object):
                 self.nodes.register(name, progress.previous)
             # The failure is written before the slot is freed, so no other host takes a turn on a halted service.
             self.nodes.record_failure(name, progress.target, "health", progress.reason or "health check failed",
-                                rolled_back_to=progress.previous if healthy else None)
+                                      rolled_back_to=progress.previous if healthy else None)
             self.nodes.leave_ready(name)
             progress = self.state.update(name, step="recorded")
         if progress.step == "recorded":
