@@ -36,7 +36,7 @@ from ..store.client import (
 )
 from ..store.host import HostNodes
 from ..store.locks import release_leftover_locks
-from ..store.slots import finish_turn, take_slot
+from ..store.slots import take_slot
 from ..store.views import AgentView
 from . import decide as actions
 from .artifacts import ArtifactError, prepare, prepared_versions
@@ -501,7 +501,7 @@ class Agent(object):
         self._refused.pop(name, None)
         with self._local_locks[name]:
             if registered:
-                self.nodes.registered[name] = None
+                self.nodes.slot_took_registration(name)
             self.state.update(name, phase="switching", step="slot_taken", previous=view.running, target=decision.version,
                               since=time.time(), reason="")
             self._resume(name, deregistered=bool(registered))
@@ -549,12 +549,8 @@ class Agent(object):
                 elif not self.connected:
                     return
                 else:
-                    registration = finish_turn(self.client, self.layout, name, self.host, progress.target,
-                                               owner=self.nodes.owners, presence=self.nodes.presence,
-                                               with_copy=self.nodes.own_parent)
-                    if registration is not None:
+                    if self.nodes.finish_turn(name, progress.target):
                         # Registered, slot freed and ready queue left in one transaction.
-                        self.nodes.registered[name] = registration
                         self.state.update(name, phase="idle", step="", since=time.time())
                         self.log.info("service %s: switched %s -> %s", name, progress.previous, progress.target)
                         return

@@ -195,7 +195,7 @@ def _delete_release_ops(snapshot, layout, name):
         )
     ops = [Op("delete", layout.ready_member(name, m.node)) for m in state.ready_queue + state.forged_ready]
     # The failure records, and slots another host forged in the index (no decision counted them).
-    ops += [Op("delete", path, version=version) for path, version in state.deletes_of(layout, "failed") + state.deletes_of(layout, "slot")]
+    ops += _held_deletes(state, layout, "failed") + _held_deletes(state, layout, "slot")
     ops += [Op("delete", path) for path in reversed(layout.release_children(name)) if path not in state.missing_subtrees]
     ops.append(Op("delete", layout.release(name), version=state.release_version))
     return ops
@@ -245,10 +245,14 @@ def _resign_ops(snapshot, layout, entry):
     """
     state = snapshot.service(entry.service)
     ops = [Op("set", layout.release(entry.service), entry.to_bytes(), version=state.release_version)]
-    ops += [Op("delete", path, version=version) for path, version in state.deletes_of(layout, "failed", [
-        host for host, failure in sorted(state.failures.items())
-        if failure is not None and failure.stage == "signature" and failure.version == entry.version])]
+    ops += _held_deletes(state, layout, "failed", [host for host, failure in sorted(state.failures.items())
+                                                   if failure is not None and failure.stage == "signature" and failure.version == entry.version])
     return ops
+
+
+def _held_deletes(state, layout, kind, hosts=None):
+    """Deletes of the ``kind`` nodes (slots or failure records) of ``hosts``, each checked against the version read."""
+    return [Op("delete", path, version=version) for path, version in state.deletes_of(layout, kind, hosts)]
 
 
 def plan_seed(snapshot, layout, spec, missing, force=False, by="", now=None, sign=None):
@@ -373,10 +377,10 @@ def plan_stage(snapshot, layout, missing, service_spec, rollout_id=None, now=Non
     if state.release_version >= 0:
         ops.append(Op("set", layout.release(entry.service), entry.to_bytes(), version=state.release_version))
         ops += [Op("delete", layout.ready_member(entry.service, m.node)) for m in state.ready_queue + state.forged_ready]
-        ops += [Op("delete", path, version=version) for path, version in state.deletes_of(layout, "failed")]
+        ops += _held_deletes(state, layout, "failed")
     else:
         # Copies of failure records whose release was removed by hand would halt the new one.
-        ops += _create_release_ops(layout, entry) + [Op("delete", path, version=version) for path, version in state.deletes_of(layout, "failed")]
+        ops += _create_release_ops(layout, entry) + _held_deletes(state, layout, "failed")
     return Change(ops=tuple(ops), before=before, after=after, message="staged %s %s" % (entry.service, entry.version),
                   warnings=tuple(warnings), result={"entry": entry.to_dict()})
 
@@ -487,7 +491,7 @@ def _plan_retry(snapshot, layout, service, rollout, before, now):
     state = snapshot.service(service)
     if state.release is None:
         raise WriteRefused("service %s is not staged in rollout %s" % (service, rollout.id))
-    ops = [Op("delete", path, version=version) for path, version in state.deletes_of(layout, "failed")]
+    ops = _held_deletes(state, layout, "failed")
     after = dict(before)
     if rollout.state == "failed":
         resumed = _with(rollout, state="running", updated=now, reason="retry of %s" % service)
@@ -548,7 +552,7 @@ def _plan_release_slot(snapshot, layout, service, host, force, now):
     registered = state.registrations.get(host)
     instance = ("%s is registered on %s" % (host, registered) if registered else
                 "%s is not registered, so it counts as not healthy until its agent registers it" % host)
-    return Change(ops=tuple(Op("delete", path, version=version) for path, version in state.deletes_of(layout, "slot", [host])), before=before,
+    return Change(ops=tuple(_held_deletes(state, layout, "slot", [host])), before=before,
                   after={"slots": {service: sorted(set(state.slots) - {host})}},
                   message="released the slot of %s on %s (%s); %s" % (
                       service, host, "forced" if force and alive is not False else "owner %s no longer connected" % slot.owner, instance))

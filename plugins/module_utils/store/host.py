@@ -23,7 +23,7 @@ from ..core.layout import check_name, split_registration, split_sequential
 from ..core.model import FAILURE_REASON_CHARS, Failure, PayloadError, Slot, printable
 from ..core.rules import LEGACY_AGENT_OWNER, agent_owner
 from .client import NoAuthError, NodeExistsError, NoNodeError, RolledBackError, acl_entries, profile_of
-from .slots import release_slot
+from .slots import finish_turn, release_slot
 from .views import own_registrations
 
 
@@ -317,6 +317,22 @@ class HostNodes(object):
                 self.roster_written, self.own_parent, copy = False, False, None
         # Never dropped: the caller keeps its slot (and the service stays halted) until a later try records it.
         raise errors[0]
+
+    def finish_turn(self, name, version):
+        """End our turn of ``name`` on ``version`` in one transaction (``store.slots.finish_turn``); True if it did.
+
+        On False nothing was written: the caller registers and releases step by step.
+        """
+        registration = finish_turn(self.client, self.layout, name, self.host, version, owner=self.owners, presence=self.presence,
+                                   with_copy=self.own_parent)
+        if registration is None:
+            return False
+        self.registered[name] = registration
+        return True
+
+    def slot_took_registration(self, name):
+        """Our slot's transaction deleted our registration of ``name`` (``leaving_registration``): none is left."""
+        self.registered[name] = None
 
     def join_ready(self, name):
         """Join the ready queue of ``name`` (an ephemeral sequential member), unless we are in it."""
